@@ -1,0 +1,31 @@
+"""evenflow: one definition of a dataset, for training sets and for serving.
+
+>>> import evenflow as ef
+>>> ef.count(window="1h").name
+'count_1h'
+"""
+
+from evenflow.core import source
+from evenflow.core.features import (
+    Aggregate, Derived, FeatureSet, count, derive, distinct, first, last, max_, mean, min_,
+    since_last, std, sum_, var,
+)
+from evenflow.core.pipeline import Output, Pipeline, TrainingSetSpec
+from evenflow.core.schema import Bool, Float, Int, Schema, String, Timestamp
+from evenflow.core.split import GroupSplit, RandomSplit, TimeSplit
+from evenflow.core.steps import Clip, Dedup, Encode, Impute, Standardize
+from evenflow.errors import DefinitionError, EvenflowError, SourceError
+
+sum = sum_  # noqa: A001 - the user-facing name is ef.sum
+min = min_  # noqa: A001
+max = max_  # noqa: A001
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Aggregate", "Bool", "Clip", "Dedup", "DefinitionError", "Derived", "Encode", "EvenflowError",
+    "FeatureSet", "Float", "GroupSplit", "Impute", "Int", "Output", "Pipeline", "RandomSplit",
+    "Schema", "SourceError", "Standardize", "String", "TimeSplit", "Timestamp", "TrainingSetSpec",
+    "count", "derive", "distinct", "first", "last", "max", "mean", "min", "since_last", "source",
+    "std", "sum", "var",
+]

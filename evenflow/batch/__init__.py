@@ -1,0 +1,1 @@
+"""The batch engine: compiles definitions to SQL and runs them on DuckDB."""

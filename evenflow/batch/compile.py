@@ -1,0 +1,156 @@
+"""Feature sets to SQL: small pure functions, one plan per shape of query.
+
+Two plans give the same values (the tests run both):
+
+- ``window``: events and query points in one ordered stream per entity, aggregates as window
+  functions over integer-microsecond ``RANGE`` frames. One sort, no join blow-up. Used when
+  events carry no ``available_time`` distinct from ``event_time``.
+- ``join``: each query point joins its entity's events inside the longest window with
+  ``available_time <= a``, then aggregates with a ``FILTER`` per feature. Needed for bitemporal
+  queries.
+
+All times in the generated SQL are integer microseconds (``__t``), so window bounds are exact:
+``t - W < event_time`` becomes ``RANGE BETWEEN W-1 PRECEDING``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from evenflow.core.features import Aggregate, Derived
+
+Plan = Literal["window", "join"]
+
+
+def q(name: str) -> str:
+    """Quote an identifier."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+@dataclass(frozen=True)
+class EventsShape:
+    """How the prepared events table looks to the compiler."""
+
+    table: str
+    key: list[str]
+    event_time: str
+    available_time: str | None
+    value_columns: list[str]
+
+
+def _frame(agg: Aggregate) -> str:
+    lower = "UNBOUNDED PRECEDING" if agg.window_us is None else f"{agg.window_us - 1} PRECEDING"
+    upper = "CURRENT ROW" if agg.closed == "right" else "1 PRECEDING"
+    return f"RANGE BETWEEN {lower} AND {upper}"
+
+
+def _order_key(col: str, prefix: str = "") -> str:
+    c = prefix + q(col)
+    return (f"CASE WHEN {c} IS NOT NULL THEN struct_pack(t := {prefix}__t, s := {prefix}__s) END")
+
+
+def _agg_call(agg: Aggregate, prefix: str = "") -> str:
+    """The aggregate over the frame's event rows (query-point rows carry nulls)."""
+    col = prefix + q(agg.column) if agg.column else ""
+    match agg.agg:
+        case "count":
+            return f"count({col or prefix + '__ev'})"
+        case "sum":
+            return f"sum(CAST({col} AS DOUBLE))"
+        case "mean":
+            return f"avg(CAST({col} AS DOUBLE))"
+        case "min":
+            return f"min({col})"
+        case "max":
+            return f"max({col})"
+        case "std":
+            return f"stddev_samp(CAST({col} AS DOUBLE))"
+        case "var":
+            return f"var_samp(CAST({col} AS DOUBLE))"
+        case "first":
+            return f"arg_min({col}, {_order_key(agg.column or '', prefix)})"
+        case "last":
+            return f"arg_max({col}, {_order_key(agg.column or '', prefix)})"
+        case "distinct":
+            return f"count(DISTINCT {col})"
+        case "since_last":
+            return f"max({prefix}__tev)"
+    raise AssertionError(agg.agg)
+
+
+def _finish(agg: Aggregate, raw: str, t: str) -> str:
+    if agg.agg == "sum":
+        return f"COALESCE({raw}, 0.0)"
+    if agg.agg == "since_last":
+        return f"(({t} - {raw}) / 1e6)"
+    return raw
+
+
+def _event_rows(ev: EventsShape, *, with_qid: bool) -> str:
+    cols = [*(q(k) for k in ev.key), *(q(c) for c in ev.value_columns)]
+    qid = ", CAST(NULL AS BIGINT) AS __qid" if with_qid else ""
+    return (f"SELECT {', '.join(cols)}, epoch_us({q(ev.event_time)}) AS __t, __seq AS __s, "
+            f"1 AS __ev, epoch_us({q(ev.event_time)}) AS __tev{qid} FROM {ev.table}")
+
+
+def window_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> str:
+    """Aggregates by the window plan. Output: ``__qid`` and one column per aggregate.
+
+    ``points`` is a table with ``__qid``, the key columns and ``__t`` (microseconds); without it
+    the query points are the events themselves (``__qid`` = ``__seq``).
+    """
+    part = ", ".join(q(k) for k in ev.key)
+    frames = sorted({_frame(a) for a in aggs})
+    names = {f: f"w{i}" for i, f in enumerate(frames)}
+    windows = ", ".join(f"{names[f]} AS (PARTITION BY {part} ORDER BY __t {f})" for f in frames)
+    selects = ", ".join(
+        f"{_finish(a, f'{_agg_call(a)} OVER {names[_frame(a)]}', '__t')} AS {q(a.name)}" for a in aggs)
+    if points is None:
+        return f"SELECT __s AS __qid, {selects} FROM ({_event_rows(ev, with_qid=False)}) AS u WINDOW {windows}"
+    nulls = ", ".join(f"NULL AS {q(c)}" for c in ev.value_columns)
+    keys = ", ".join(q(k) for k in ev.key)
+    point_rows = (f"SELECT {keys}{', ' + nulls if nulls else ''}, __t, CAST(NULL AS BIGINT) AS __s, "
+                  f"CAST(NULL AS INTEGER) AS __ev, CAST(NULL AS BIGINT) AS __tev, __qid FROM {points}")
+    union = f"{_event_rows(ev, with_qid=True)} UNION ALL BY NAME {point_rows}"
+    return (f"SELECT __qid, {selects} FROM ({union}) AS u WINDOW {windows} "
+            f"QUALIFY __qid IS NOT NULL")
+
+
+def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> str:
+    """Aggregates by the join plan (bitemporal). ``points`` needs ``__qid``, keys, ``__t``, ``__a``."""
+    av = f"epoch_us({q(ev.available_time)})" if ev.available_time else f"epoch_us({q(ev.event_time)})"
+    cols = [*(q(k) for k in ev.key), *(q(c) for c in ev.value_columns)]
+    events = (f"SELECT {', '.join(cols)}, epoch_us({q(ev.event_time)}) AS __t, {av} AS __a, "
+              f"__seq AS __s, 1 AS __ev, epoch_us({q(ev.event_time)}) AS __tev FROM {ev.table}")
+    if points is None:
+        points_sql = f"(SELECT __s AS __qid, {', '.join(q(k) for k in ev.key)}, __t, __a FROM ({events}))"
+    else:
+        points_sql = points
+    windows = [a.window_us for a in aggs]
+    lower = "" if any(w is None for w in windows) else \
+        f" AND e.__t > p.__t - {max(w for w in windows if w is not None)}"
+    on = " AND ".join(f"e.{q(k)} = p.{q(k)}" for k in ev.key)
+    selects = []
+    for a in aggs:
+        cond = ["e.__ev IS NOT NULL"]
+        if a.window_us is not None:
+            cond.append(f"e.__t > p.__t - {a.window_us}")
+        if a.closed == "left":
+            cond.append("e.__t < p.__t")
+        raw = f"{_agg_call(a, 'e.')} FILTER (WHERE {' AND '.join(cond)})"
+        selects.append(f"{_finish(a, raw, 'p.__t')} AS {q(a.name)}")
+    return (f"SELECT p.__qid, {', '.join(selects)} FROM {points_sql} AS p "
+            f"LEFT JOIN ({events}) AS e ON {on} AND e.__t <= p.__t{lower} AND e.__a <= p.__a "
+            f"GROUP BY p.__qid, p.__t")
+
+
+def derived_sql(aggregates_sql: str, record_sql: str, aggs: list[Aggregate],
+                derived: list[Derived], keep: list[str]) -> str:
+    """Join aggregates back to the record by ``__qid`` and add the row expressions."""
+    agg_names = {a.name for a in aggs}
+    rename = {name: f"a.{q(name)}" for name in agg_names}
+    exprs = [f"{d.parsed.to_sql(rename)} AS {q(d.name)}" for d in derived]
+    cols = [f"r.{q(c)}" for c in keep] + [f"a.{q(a.name)}" for a in aggs] + exprs
+    return (f"SELECT r.__qid, {', '.join(cols)} FROM ({record_sql}) AS r "
+            f"JOIN ({aggregates_sql}) AS a USING (__qid)")

@@ -1,0 +1,301 @@
+"""The batch engine: sources -> validated events -> cleaned events -> features, on DuckDB.
+
+>>> import pyarrow as pa, datetime as dt
+>>> import evenflow as ef
+>>> t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+>>> tx = ef.source.frame(pa.table({"card": ["a", "a", "b"], "amount": [1.0, 2.0, 5.0],
+...     "ts": [t0, t0 + dt.timedelta(minutes=30), t0]}), name="tx", key="card", event_time="ts")
+>>> fs = ef.FeatureSet("card", source=tx, features=[ef.sum("amount", window="1h")])
+>>> out = BatchEngine(ef.Pipeline(name="p", feature_sets=[fs])).features_at_events(fs)
+>>> sorted(out.select(["card", "sum_amount_1h"]).to_pylist(), key=str)[0]
+{'card': 'a', 'sum_amount_1h': 1.0}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from evenflow.batch import compile as C
+from evenflow.core.features import FeatureSet
+from evenflow.core.pipeline import Pipeline
+from evenflow.core.schema import Schema
+from evenflow.core.source import Source
+from evenflow.core.steps import Artifact, Dedup
+from evenflow.errors import DefinitionError
+from evenflow.io.readers import open_source
+from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation_sql
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI shows it with Rich. Keyword-only so it can grow."""
+
+    def stage(self, name: str, *, total: int | None = None) -> contextlib.AbstractContextManager[Any]: ...
+
+
+class SilentReporter:
+    @contextlib.contextmanager
+    def stage(self, name: str, *, total: int | None = None) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class LoadedSource:
+    """A source after validation: the valid typed rows and the counts."""
+
+    source: Source
+    schema: Schema
+    raw: str
+    table: str
+    raw_columns: list[str]
+    rows_in: int
+    quarantined: int
+    version: dict[str, str]
+
+
+@dataclass
+class PreparedEvents:
+    """A feature set's events after its steps, with the accounting."""
+
+    feature_set: FeatureSet
+    table: str
+    key: list[str]
+    event_time: str
+    available_time: str | None
+    value_columns: list[str]
+    artifacts: dict[str, Artifact]
+    rows_in: int
+    rows_out: int
+    quarantined: int
+    duplicates: int
+    loaded: LoadedSource = field(repr=False)
+
+    def accounting(self) -> dict[str, Any]:
+        ok = self.rows_in == self.rows_out + self.quarantined + self.duplicates
+        return {"source": self.loaded.source.name, "input": self.rows_in, "output": self.rows_out,
+                "quarantined": self.quarantined, "duplicates": self.duplicates, "reconciles": ok}
+
+
+class BatchEngine:
+    """Runs a pipeline's definitions on DuckDB, in memory or spilling to disk.
+
+    ``memory_limit`` bounds DuckDB's memory; larger work spills to ``temp_directory``.
+    """
+
+    def __init__(self, pipeline: Pipeline, *, memory_limit: str = "3GB", threads: int | None = None,
+                 temp_directory: str | None = None, reporter: Reporter | None = None,
+                 run_id: str | None = None) -> None:
+        self.pipeline = pipeline
+        self.reporter: Reporter = reporter or SilentReporter()
+        self.con = duckdb.connect(config={"preserve_insertion_order": True})
+        self.con.execute("SET TimeZone='UTC'")
+        self.con.execute(f"SET memory_limit={lit(memory_limit)}")
+        tmp = temp_directory or os.path.join(tempfile.gettempdir(), "evenflow-spill")
+        self.con.execute(f"SET temp_directory={lit(tmp)}")
+        if threads:
+            self.con.execute(f"SET threads={int(threads)}")
+        self.run_id = run_id or os.urandom(6).hex()
+        self._loaded: dict[str, LoadedSource] = {}
+        self.con.execute(
+            "CREATE TABLE __quarantine (source VARCHAR, feature_set VARCHAR, record BIGINT, "
+            "payload VARCHAR, reason VARCHAR, field VARCHAR, step VARCHAR, detail VARCHAR)")
+        self.con.execute(
+            "CREATE TABLE __duplicates (source VARCHAR, feature_set VARCHAR, record BIGINT, "
+            "kept_record BIGINT, step VARCHAR, key VARCHAR)")
+
+    # -- sources ---------------------------------------------------------------------------------
+    def load_source(self, name: str) -> LoadedSource:
+        """Read and validate a source once; invalid records go to quarantine."""
+        if name in self._loaded:
+            return self._loaded[name]
+        source = self.pipeline.sources[name]
+        raw, table = f"raw__{name}", f"src__{name}"
+        with self.reporter.stage(f"read {name}"):
+            version = open_source(self.con, source, raw)
+        schema = source.schema_ or infer_schema(self.con, raw, source)
+        if source.event_time and source.event_time not in schema.fields:
+            raise DefinitionError(f"source {name!r}: event_time {source.event_time!r} not in schema")
+        with self.reporter.stage(f"validate {name}"):
+            sql, raw_columns = validation_sql(self.con, raw, source, schema)
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {q(table + '__checked')} AS {sql}")
+            self.con.execute(
+                f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, c.__seq, "
+                f"{payload_sql(raw_columns, 'r.')}, split_part(c.__fail, '|', 1), "
+                f"split_part(c.__fail, '|', 2), 'schema', "
+                f"array_to_string(list_slice(string_split(c.__fail, '|'), 3, NULL), '|') "
+                f"FROM {q(table + '__checked')} c JOIN {q(raw)} r USING (__seq) "
+                f"WHERE c.__fail IS NOT NULL")
+            cols = ", ".join(q(c) for c in schema.fields)
+            self.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS SELECT {cols}, __seq "
+                             f"FROM {q(table + '__checked')} WHERE __fail IS NULL")
+            self.con.execute(f"DROP TABLE {q(table + '__checked')}")
+        rows_in = self._count(raw)
+        loaded = LoadedSource(source, schema, raw, table, raw_columns, rows_in,
+                              rows_in - self._count(table), version)
+        self._loaded[name] = loaded
+        return loaded
+
+    def _count(self, table: str, where: str = "") -> int:
+        return int(self.con.sql(f"SELECT count(*) FROM {q(table)} {where}").fetchall()[0][0])
+
+    # -- steps -----------------------------------------------------------------------------------
+    def prepare(self, fs: FeatureSet, *, fit_where: str | None = None,
+                artifacts: dict[str, Artifact] | None = None) -> PreparedEvents:
+        """Validated events of ``fs``'s source through its steps.
+
+        Learned steps are fitted on the rows matching ``fit_where`` (SQL over the source's
+        columns; the training split's events) unless ``artifacts`` are given.
+        """
+        loaded = self.load_source(fs.source_name())
+        source = loaded.source
+        key = self.pipeline.key_of(fs)
+        if not source.event_time:
+            raise DefinitionError(f"source {source.name!r} has no event_time",
+                                  fix="declare event_time= on the source")
+        for column in key:
+            if column not in loaded.schema.fields:
+                raise DefinitionError(f"feature set {fs.name!r}: key {column!r} is not a column of "
+                                      f"source {source.name!r}", field=column)
+        artifacts = dict(artifacts or {})
+        fitted: dict[str, Artifact] = {}
+        current, duplicates = loaded.table, 0
+        base = f"ev__{fs.name}"
+        for i, step in enumerate(fs.steps):
+            name = f"{base}__{i}"
+            art_key = f"{fs.name}/{step.id}"
+            if isinstance(step, Dedup):
+                with self.reporter.stage(f"{fs.name}: {step.id}"):
+                    duplicates += self._dedup(current, name, step, source, fs)
+            else:
+                if art_key in artifacts:
+                    art = artifacts[art_key]
+                else:
+                    where = f" WHERE {fit_where}" if fit_where and step.learns else ""
+                    fit_table = self.con.sql(
+                        f"SELECT {q(step.column)} FROM {q(current)}{where}").to_arrow_table()
+                    art = step.fit(fit_table)
+                fitted[art_key] = art
+                replace = ", ".join(f"{sql} AS {q(col)}" for col, sql in step.sql(art).items())
+                self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(name)} AS "
+                                 f"SELECT * REPLACE ({replace}) FROM {q(current)}")
+            current = name
+        table = f"{base}"
+        with self.reporter.stage(f"{fs.name}: unique checks"):
+            quarantined = self._unique(current, table, loaded, fs)
+        value_columns = [c for c in loaded.schema.fields
+                         if c not in key and c != source.event_time]
+        rows_out = self._count(table)
+        return PreparedEvents(fs, table, key, source.event_time, source.available_time,
+                              value_columns, fitted, loaded.rows_in, rows_out,
+                              loaded.quarantined + quarantined, duplicates, loaded)
+
+    def _dedup(self, current: str, name: str, step: Dedup, source: Source, fs: FeatureSet) -> int:
+        loaded = self._loaded[source.name]
+        key_cols = step.key or list(loaded.schema.fields)
+        part = ", ".join(q(k) for k in key_cols)
+        et = q(source.event_time or "__seq")
+        order = f"{et}, __seq" if step.keep == "first" else f"{et} DESC, __seq DESC"
+        self.con.execute(
+            f"CREATE OR REPLACE TEMP TABLE {q(name + '__ranked')} AS SELECT *, "
+            f"row_number() OVER (PARTITION BY {part} ORDER BY {order}) AS __rn, "
+            f"first_value(__seq) OVER (PARTITION BY {part} ORDER BY {order}) AS __kept "
+            f"FROM {q(current)}")
+        key_json = payload_sql(key_cols)
+        self.con.execute(
+            f"INSERT INTO __duplicates SELECT {lit(source.name)}, {lit(fs.name)}, __seq, __kept, "
+            f"{lit(step.id)}, {key_json} FROM {q(name + '__ranked')} WHERE __rn > 1")
+        dups = self._count(name + "__ranked", "WHERE __rn > 1")
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {q(name)} AS SELECT * EXCLUDE (__rn, __kept) "
+                         f"FROM {q(name + '__ranked')} WHERE __rn = 1")
+        self.con.execute(f"DROP TABLE {q(name + '__ranked')}")
+        return dups
+
+    def _unique(self, current: str, table: str, loaded: LoadedSource, fs: FeatureSet) -> int:
+        unique = [n for n, f in loaded.schema.fields.items() if f.unique]
+        if not unique:
+            self.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS SELECT * FROM {q(current)}")
+            return 0
+        firsts = ", ".join(
+            f"first_value(__seq) OVER (PARTITION BY {q(u)} ORDER BY __seq) AS {q('__first_' + u)}"
+            for u in unique)
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {q(table + '__u')} AS "
+                         f"SELECT *, {firsts} FROM {q(current)}")
+        fail = "CASE " + " ".join(
+            f"WHEN {q(u)} IS NOT NULL AND {q('__first_' + u)} <> __seq THEN "
+            f"'{u}|{u}=' || CAST({q(u)} AS VARCHAR) || ' already seen at record ' || "
+            f"CAST({q('__first_' + u)} AS VARCHAR)" for u in unique) + " END"
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {q(table + '__f')} AS "
+                         f"SELECT *, {fail} AS __fail FROM {q(table + '__u')}")
+        self.con.execute(
+            f"INSERT INTO __quarantine SELECT {lit(loaded.source.name)}, {lit(fs.name)}, f.__seq, "
+            f"{payload_sql(loaded.raw_columns, 'r.')}, 'not_unique', split_part(f.__fail, '|', 1), "
+            f"'schema.unique', split_part(f.__fail, '|', 2) FROM {q(table + '__f')} f "
+            f"JOIN {q(loaded.raw)} r USING (__seq) WHERE f.__fail IS NOT NULL")
+        drop = ", ".join(q("__first_" + u) for u in unique)
+        self.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS SELECT * EXCLUDE ({drop}, __fail) "
+                         f"FROM {q(table + '__f')} WHERE __fail IS NULL")
+        bad = self._count(table + "__f", "WHERE __fail IS NOT NULL")
+        self.con.execute(f"DROP TABLE {q(table + '__f')}; DROP TABLE {q(table + '__u')}")
+        return bad
+
+    # -- features --------------------------------------------------------------------------------
+    def _shape(self, ev: PreparedEvents) -> C.EventsShape:
+        return C.EventsShape(q(ev.table), ev.key, ev.event_time, ev.available_time, ev.value_columns)
+
+    def choose_plan(self, ev: PreparedEvents, plan: Literal["auto", "window", "join"],
+                    bitemporal_points: bool) -> Literal["window", "join"]:
+        if plan != "auto":
+            if plan == "window" and ev.available_time:
+                raise DefinitionError("the window plan cannot honour available_time",
+                                      fix="use plan='join' or 'auto'")
+            return plan
+        return "join" if ev.available_time else "window"
+
+    def aggregates_sql(self, ev: PreparedEvents, points: str | None,
+                       plan: Literal["auto", "window", "join"] = "auto") -> str:
+        aggs = ev.feature_set.aggregates
+        if not aggs:
+            return (f"SELECT __seq AS __qid FROM {q(ev.table)}" if points is None
+                    else f"SELECT __qid FROM {points}")
+        chosen = self.choose_plan(ev, plan, points is not None)
+        build = C.window_sql if chosen == "window" else C.join_sql
+        return build(self._shape(ev), aggs, points)
+
+    def features_sql(self, ev: PreparedEvents, plan: Literal["auto", "window", "join"] = "auto") -> str:
+        """SQL for the features at every event: the event's columns plus its features."""
+        record = f"SELECT *, __seq AS __qid FROM {q(ev.table)}"
+        keep = [*ev.key, ev.event_time, *ev.value_columns]
+        body = C.derived_sql(self.aggregates_sql(ev, None, plan), record,
+                             ev.feature_set.aggregates, ev.feature_set.derived, keep)
+        return f"SELECT * EXCLUDE (__qid) FROM ({body}) ORDER BY __qid"
+
+    def features_at_events(self, fs: FeatureSet, *, plan: Literal["auto", "window", "join"] = "auto",
+                           artifacts: dict[str, Artifact] | None = None) -> pa.Table:
+        """Features at every event of ``fs`` (t = event_time, a = available_time), in input order."""
+        ev = self.prepare(fs, artifacts=artifacts)
+        return self.con.sql(self.features_sql(ev, plan)).to_arrow_table()
+
+    def quarantine(self) -> pa.Table:
+        return self.con.sql("SELECT * FROM __quarantine ORDER BY source, record").to_arrow_table()
+
+    def duplicates(self) -> pa.Table:
+        return self.con.sql("SELECT * FROM __duplicates ORDER BY source, record").to_arrow_table()
+
+    def quarantine_counts(self) -> dict[str, int]:
+        rows = self.con.sql("SELECT reason, count(*) FROM __quarantine GROUP BY 1 ORDER BY 1").fetchall()
+        return {r: int(n) for r, n in rows}
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,1 @@
+"""The engine-free model: schema, sources, features, steps, splits, pipeline."""

@@ -1,0 +1,98 @@
+"""Schemas: field types and the constraints a record must meet.
+
+A schema is declared once and checked by every engine. A record that breaks it is quarantined
+with a reason code (see ``REASONS``), never dropped and never allowed to crash a run.
+
+>>> s = Schema(amount=Float(ge=0), ts=Timestamp())
+>>> sorted(s.fields)
+['amount', 'ts']
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+#: Reason codes written to quarantine, with a sentence for each that says what to do.
+REASONS: dict[str, str] = {
+    "missing_field": "the field is absent from the record; add it or declare it nullable",
+    "null": "the field is null but declared nullable=False; fill it upstream or add an Impute step",
+    "wrong_type": "the value cannot be read as the declared type; fix the producer or the type",
+    "unparseable_timestamp": "the value is not an ISO 8601 timestamp; send e.g. 2026-03-01T12:00:00Z",
+    "naive_timestamp": "the timestamp has no time zone; send an offset (Z, +01:00) or declare tz= on the field",
+    "out_of_range": "the value is outside the declared bounds (ge/gt/le/lt)",
+    "not_allowed": "the value is not in the declared allowed set",
+    "regex": "the value does not match the declared pattern",
+    "not_unique": "another record already has this value of a unique field",
+    "late": "the event arrived behind the watermark",
+}
+
+
+class _FieldBase(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    nullable: bool = True
+    unique: bool = False
+    allowed: list[Any] | None = None
+
+
+class _Numeric(_FieldBase):
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+
+class String(_FieldBase):
+    """A text field; ``regex`` must match the whole value."""
+
+    type: Literal["string"] = "string"
+    regex: str | None = None
+
+
+class Int(_Numeric):
+    """A 64-bit integer field."""
+
+    type: Literal["int"] = "int"
+
+
+class Float(_Numeric):
+    """A 64-bit floating-point field."""
+
+    type: Literal["float"] = "float"
+
+
+class Bool(_FieldBase):
+    """A boolean field (true/false, 1/0 in text sources)."""
+
+    type: Literal["bool"] = "bool"
+
+
+class Timestamp(_FieldBase):
+    """A point in time, held as UTC microseconds.
+
+    Text values must carry a zone offset. ``tz`` declares the zone of values that do not (for
+    example ``tz="Europe/Paris"``); without it a naive value is quarantined as ``naive_timestamp``.
+    """
+
+    type: Literal["timestamp"] = "timestamp"
+    tz: str | None = None
+
+
+FieldType = Annotated[String | Int | Float | Bool | Timestamp, Field(discriminator="type")]
+
+SQL_TYPES = {"string": "VARCHAR", "int": "BIGINT", "float": "DOUBLE", "bool": "BOOLEAN",
+             "timestamp": "TIMESTAMPTZ"}
+
+
+class Schema(BaseModel):
+    """Named fields in declaration order: ``Schema(amount=Float(ge=0), ts=Timestamp())``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    fields: dict[str, FieldType]
+
+    def __init__(self, fields: dict[str, Any] | None = None, /, **kwargs: Any) -> None:
+        super().__init__(fields={**(fields or {}), **kwargs})
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.fields

@@ -1,0 +1,1 @@
+"""Reading sources into the batch engine and writing results out."""

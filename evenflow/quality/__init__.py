@@ -1,0 +1,1 @@
+"""Validation, quarantine and the nothing-lost accounting."""

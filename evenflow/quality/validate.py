@@ -1,0 +1,134 @@
+"""Schema validation compiled to one SQL pass.
+
+For every record the pass computes the typed value of each declared field and the first failed
+rule as ``reason|field|detail``. Valid records go on; the others go to quarantine with their
+original payload. Nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+from evenflow.core.schema import SQL_TYPES, Schema, Timestamp
+from evenflow.core.source import Source
+from evenflow.errors import SourceError
+
+
+def q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def lit(value: object) -> str:
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    return repr(value)
+
+
+_OFFSET = r"'([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$'"
+
+
+def infer_schema(con: duckdb.DuckDBPyConnection, raw: str, source: Source) -> Schema:
+    """A schema for a source declared without one: the columns as read, times as timestamps."""
+    from evenflow.core import schema as S
+
+    kinds = {"VARCHAR": S.String, "BIGINT": S.Int, "INTEGER": S.Int, "DOUBLE": S.Float,
+             "FLOAT": S.Float, "BOOLEAN": S.Bool}
+    fields: dict[str, object] = {}
+    for name, typ, *_ in con.sql(f"DESCRIBE {q(raw)}").fetchall():
+        if name == "__seq":
+            continue
+        if name in (source.event_time, source.available_time) or typ.startswith("TIMESTAMP"):
+            fields[name] = S.Timestamp()
+        else:
+            fields[name] = kinds.get(typ.split("(")[0], S.String)()
+    return Schema(fields)
+
+
+def _typed(name: str, field: object, raw_type: str | None, source: Source) -> tuple[str, str]:
+    """SQL for the typed value and for 'the raw value could not be typed' (reason code)."""
+    col = q(name)
+    target = SQL_TYPES[field.type]  # type: ignore[attr-defined]
+    if raw_type is None:
+        return f"CAST(NULL AS {target})", "FALSE"
+    if isinstance(field, Timestamp):
+        if raw_type == "VARCHAR":
+            text = f"trim({col})"
+            aware = f"TRY_CAST({text} AS TIMESTAMPTZ)"
+            if field.tz:
+                value = (f"CASE WHEN regexp_matches({text}, {_OFFSET}) THEN {aware} "
+                         f"ELSE timezone({lit(field.tz)}, TRY_CAST({text} AS TIMESTAMP)) END")
+                return value, "unparseable_timestamp"
+            value = f"CASE WHEN regexp_matches({text}, {_OFFSET}) THEN {aware} END"
+            reason = (f"CASE WHEN TRY_CAST({text} AS TIMESTAMP) IS NOT NULL AND NOT "
+                      f"regexp_matches({text}, {_OFFSET}) THEN 'naive_timestamp' "
+                      "ELSE 'unparseable_timestamp' END")
+            return value, reason
+        if raw_type == "TIMESTAMP WITH TIME ZONE":
+            return col, "'wrong_type'"
+        if raw_type.startswith("TIMESTAMP"):
+            if not field.tz:
+                raise SourceError(
+                    f"source {source.name!r}: column {name!r} holds timestamps without a time zone",
+                    file=source.path or source.table, field=name,
+                    fix=f"declare the zone, e.g. {name}=Timestamp(tz='UTC'), or write aware timestamps")
+            return f"timezone({lit(field.tz)}, CAST({col} AS TIMESTAMP))", "'wrong_type'"
+        return f"TRY_CAST({col} AS TIMESTAMPTZ)", "'wrong_type'"
+    if raw_type == target:
+        return col, "'wrong_type'"
+    if target == "BIGINT" and raw_type == "VARCHAR":
+        # '3.0' is not an integer; TRY_CAST would round it.
+        return f"TRY_CAST(trim({col}) AS BIGINT)", "'wrong_type'"
+    return f"TRY_CAST({col} AS {target})", "'wrong_type'"
+
+
+def validation_sql(con: duckdb.DuckDBPyConnection, raw: str, source: Source,
+                   schema: Schema) -> tuple[str, list[str]]:
+    """SQL selecting typed fields, ``__seq`` and ``__fail`` from ``raw``; and the raw columns."""
+    described = {r[0]: r[1] for r in con.sql(f"DESCRIBE {q(raw)}").fetchall()}
+    raw_columns = [c for c in described if c != "__seq"]
+    required = {c for c in [*source.key, source.event_time, source.available_time] if c}
+    selects, fails = [], []
+    for name, field in schema.fields.items():
+        raw_type = described.get(name)
+        value, bad_type = _typed(name, field, raw_type, source)
+        selects.append(f"{value} AS {q(name)}")
+        col = q(name)
+        nullable = field.nullable and name not in required
+        if raw_type is None:
+            if not nullable:
+                fails.append(f"WHEN TRUE THEN 'missing_field|{name}|the record has no field {name}'")
+            continue
+        shown = f"CAST({col} AS VARCHAR)"
+        if not nullable:
+            fails.append(f"WHEN {col} IS NULL THEN 'null|{name}|{name} is null'")
+        fails.append(f"WHEN {col} IS NOT NULL AND ({value}) IS NULL THEN {bad_type} || "
+                     f"'|{name}|' || {lit(name + '=')} || {shown} || "
+                     f"{lit(' is not a valid ' + field.type)}")  # type: ignore[attr-defined]
+        typed = f"({value})"
+        for op, sql_op, word in (("ge", "<", "below ge"), ("gt", "<=", "not above gt"),
+                                 ("le", ">", "above le"), ("lt", ">=", "not below lt")):
+            bound = getattr(field, op, None)
+            if bound is not None:
+                fails.append(f"WHEN {typed} {sql_op} {bound!r} THEN 'out_of_range|{name}|' || "
+                             f"{lit(name + '=')} || CAST({typed} AS VARCHAR) || {lit(f' is {word}={bound!r}')}")
+        if field.allowed:  # type: ignore[attr-defined]
+            allowed = ", ".join(lit(v) for v in field.allowed)  # type: ignore[attr-defined]
+            fails.append(f"WHEN {typed} IS NOT NULL AND {typed} NOT IN ({allowed}) THEN "
+                         f"'not_allowed|{name}|' || {lit(name + '=')} || CAST({typed} AS VARCHAR) || "
+                         f"' is not one of ' || {lit(allowed)}")
+        regex = getattr(field, "regex", None)
+        if regex:
+            fails.append(f"WHEN {typed} IS NOT NULL AND NOT regexp_full_match({typed}, {lit(regex)}) "
+                         f"THEN 'regex|{name}|' || {lit(name + '=')} || {typed} || "
+                         f"{lit(' does not match ' + regex)}")
+    fail = f"CASE {' '.join(fails)} END" if fails else "CAST(NULL AS VARCHAR)"
+    sql = f"SELECT {', '.join(selects)}, __seq, {fail} AS __fail FROM {q(raw)}"
+    return sql, raw_columns
+
+
+def payload_sql(raw_columns: list[str], prefix: str = "") -> str:
+    """The original record as JSON text."""
+    pairs = ", ".join(f"{lit(c)}, {prefix}{q(c)}" for c in raw_columns)
+    return f"CAST(json_object({pairs}) AS VARCHAR)"
