@@ -1,0 +1,264 @@
+"""Point-in-time training sets: label rows as query points, split, fitted on train only.
+
+Every label row comes back (with nulls where nothing was known); a row is never joined to an
+event that happened, or became known, after its query point.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pyarrow as pa
+
+from evenflow.batch import compile as C
+from evenflow.batch.engine import BatchEngine, PreparedEvents
+from evenflow.core.features import Aggregate, FeatureSet
+from evenflow.core.pipeline import Pipeline, TrainingSetSpec
+from evenflow.core.split import GroupSplit, RandomSplit, TimeSplit
+from evenflow.core.steps import Artifact, Dedup
+from evenflow.core.timeutil import format_duration, parse_duration, parse_instant, to_micros
+from evenflow.errors import DefinitionError
+from evenflow.quality.validate import lit, q
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class TrainingSet:
+    """The result of :func:`build`: the table, its card and what it was fitted with."""
+
+    name: str
+    table: pa.Table
+    card: dict[str, Any]
+    artifacts: dict[str, Artifact]
+    fingerprint: str
+    feature_columns: list[str]
+    label: str
+    engine: BatchEngine = field(repr=False)
+    sql: str = field(repr=False, default="")
+
+    def split(self, name: str) -> pa.Table:
+        import pyarrow.compute as pc
+
+        return self.table.filter(pc.equal(self.table.column("split"), name))
+
+    def xy(self, name: str) -> tuple[Any, Any]:
+        """Features and label of one split as NumPy arrays (floats; nulls become NaN)."""
+        import numpy as np
+
+        part = self.split(name)
+        x = np.column_stack([part.column(c).cast(pa.float64()).to_numpy(zero_copy_only=False)
+                             for c in self.feature_columns]) if self.feature_columns else \
+            np.empty((part.num_rows, 0))
+        return x, part.column(self.label).to_numpy(zero_copy_only=False)
+
+
+def _split_sql(spec: TrainingSetSpec, longest_us: int, t_col: str) -> tuple[str, dict[str, Any]]:
+    """SQL giving ``__split`` (train/test/held_gap/held_label_late) over the points table."""
+    split = spec.split
+    info: dict[str, Any] = {"kind": split.kind}
+    if isinstance(split, TimeSplit):
+        gap_us = parse_duration(split.gap) if split.gap else longest_us
+        test_from = to_micros(parse_instant(split.test_from))
+        cutoff = test_from - gap_us
+        lat = (f"epoch_us({q(spec.label_available_time)})" if spec.label_available_time else "__t")
+        info.update(test_from=split.test_from, gap=format_duration(gap_us) if gap_us else "0s",
+                    train_before=datetime.fromtimestamp(cutoff / 1e6, UTC).isoformat())
+        return (f"CASE WHEN __t >= {test_from} THEN 'test' WHEN __t >= {cutoff} THEN 'held_gap' "
+                f"WHEN {lat} >= {cutoff} THEN 'held_label_late' ELSE 'train' END"), info
+    if isinstance(split, GroupSplit):
+        keys = ", ".join(f"CAST({q(k)} AS VARCHAR)" for k in split.by)
+        bucket = (f"(CAST(('0x' || substr(md5(concat_ws(chr(31), {lit(str(split.seed))}, {keys})), 1, 8)) "
+                  f"AS BIGINT) / 4294967296.0)")
+        info.update(by=split.by, test_size=split.test_size, seed=split.seed)
+        return f"CASE WHEN {bucket} < {split.test_size} THEN 'test' ELSE 'train' END", info
+    assert isinstance(split, RandomSplit)
+    part = f"PARTITION BY {q(spec.label)}" if split.stratify else ""
+    order = f"md5(concat_ws(chr(31), {lit(str(split.seed))}, CAST(__qid AS VARCHAR)))"
+    info.update(test_size=split.test_size, seed=split.seed, stratify=split.stratify)
+    return (f"CASE WHEN row_number() OVER ({part} ORDER BY {order}) <= "
+            f"round(count(*) OVER ({part}) * {split.test_size}) THEN 'test' ELSE 'train' END"), info
+
+
+def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,
+          plan: Literal["auto", "window", "join"] = "auto") -> TrainingSet:
+    """Build the pipeline's training set (see ``docs/semantics.md``, query points and splits)."""
+    spec = pipeline.training_set
+    if spec is None:
+        raise DefinitionError(f"pipeline {pipeline.name!r} has no training_set",
+                              fix="add a training_set: section (labels, label, features, split)")
+    eng = engine or BatchEngine(pipeline)
+    con = eng.con
+    labels_name = spec.labels if isinstance(spec.labels, str) else spec.labels.name
+    labels = eng.load_source(labels_name)
+    t_col = spec.time or labels.source.event_time
+    if not t_col:
+        raise DefinitionError("the training set needs the label rows' observation time",
+                              fix="set time: on training_set or event_time: on the labels source")
+    for column in [spec.label, t_col, spec.knowledge_time, spec.label_available_time]:
+        if column and column not in labels.schema.fields:
+            raise DefinitionError(f"training set uses column {column!r}, which the labels source "
+                                  f"{labels_name!r} does not have", field=column,
+                                  fix=f"its columns: {', '.join(labels.schema.fields)}")
+    sets = [fs if isinstance(fs, FeatureSet) else pipeline.feature_set(fs) for fs in spec.features]
+    longest = max((fs.longest_window_us() for fs in sets), default=0)
+    split_expr, split_info = _split_sql(spec, longest, t_col)
+    a_expr = f"epoch_us({q(spec.knowledge_time)})" if spec.knowledge_time else "__t"
+    label_cols = list(labels.schema.fields)
+    with eng.reporter.stage("split label rows"):
+        con.execute(f"CREATE OR REPLACE TABLE __points0 AS SELECT *, __seq AS __qid, "
+                    f"epoch_us({q(t_col)}) AS __t FROM {q(labels.table)} "
+                    f"WHERE {q(spec.label)} IS NOT NULL")
+        con.execute(f"CREATE OR REPLACE TABLE __points AS SELECT *, {a_expr} AS __a, "
+                    f"{split_expr} AS __split FROM __points0")
+        con.execute("DROP TABLE __points0")
+    missing_label = labels.rows_in - labels.quarantined - eng._count("__points")
+    train = con.sql("SELECT min(__t), max(__t) FROM __points WHERE __split = 'train'").fetchall()[0]
+    if train[1] is None:
+        raise DefinitionError("the split leaves no training rows",
+                              fix="move test_from later, shorten the gap, or check the label times")
+    artifacts: dict[str, Artifact] = {}
+    joins, feature_columns, card_sets = [], [], []
+    for fs in sets:
+        fit_where = _event_fit_where(pipeline, fs, spec, train[1], split_info)
+        ev = eng.prepare(fs, fit_where=fit_where)
+        artifacts.update(ev.artifacts)
+        missing = [k for k in ev.key if k not in label_cols]
+        if missing:
+            raise DefinitionError(f"feature set {fs.name!r} is keyed by {ev.key}, but the label rows "
+                                  f"lack {missing}", field=missing[0],
+                                  fix="add the key column(s) to the labels source")
+        with eng.reporter.stage(f"features {fs.name} at label times"):
+            table = _features_at_points(eng, ev, plan)
+        prefix = f"{fs.name}__"
+        cols = [f"f.{q(name)} AS {q(prefix + name)}" for name in fs.feature_names]
+        feature_columns += [prefix + name for name in fs.feature_names]
+        joins.append((table, cols))
+        no_history = eng._count(table, "WHERE __history = 0")
+        card_sets.append({"name": fs.name, "key": ev.key, "features": fs.feature_names,
+                          "rows_without_history": no_history, **ev.accounting()})
+    select = [f"p.{q(c)}" for c in label_cols if c not in ("__seq",)]
+    from_sql = "__points AS p"
+    for i, (table, cols) in enumerate(joins):
+        select += [c.replace("f.", f"f{i}.", 1) for c in cols]
+        from_sql += f" LEFT JOIN {q(table)} AS f{i} ON f{i}.__qid = p.__qid"
+    body = (f"SELECT {', '.join(select)}, p.__split AS split, p.__qid AS __qid FROM {from_sql} "
+            f"WHERE p.__split IN ('train', 'test')")
+    con.execute(f"CREATE OR REPLACE TABLE __ts0 AS {body}")
+    current = "__ts0"
+    for i, step in enumerate(spec.steps):
+        if isinstance(step, Dedup):
+            raise DefinitionError("Dedup belongs on a feature set, not on the training set",
+                                  fix="move it to the feature set's steps")
+        fit = con.sql(f"SELECT {q(step.column)} FROM {current} WHERE split = 'train'").to_arrow_table()
+        art = step.fit(fit)
+        artifacts[f"training_set/{step.id}"] = art
+        replace = ", ".join(f"{sql} AS {q(col)}" for col, sql in step.sql(art).items())
+        con.execute(f"CREATE OR REPLACE TEMP VIEW __ts{i + 1} AS SELECT * REPLACE ({replace}) FROM {current}")
+        current = f"__ts{i + 1}"
+    final_sql = f"SELECT * EXCLUDE (__qid) FROM {current} ORDER BY __qid"
+    con.execute(f"CREATE OR REPLACE TABLE __training_set AS {final_sql}")
+    result = con.sql("SELECT * FROM __training_set").to_arrow_table()
+    fingerprint = pipeline.fingerprint(artifacts)
+    card = _card(eng, spec, pipeline, result, split_info, card_sets, fingerprint, artifacts,
+                 feature_columns, missing_label)
+    return TrainingSet(spec.name, result, card, artifacts, fingerprint, feature_columns, spec.label,
+                       eng, final_sql)
+
+
+def _event_fit_where(pipeline: Pipeline, fs: FeatureSet, spec: TrainingSetSpec, train_max_t: int,
+                     split_info: dict[str, Any]) -> str:
+    """Which events the feature set's learned steps may be fitted on: those of the train split."""
+    source = pipeline.source_of(fs)
+    et = f"epoch_us({q(source.event_time or '')})"
+    if split_info["kind"] == "time":
+        cutoff = to_micros(parse_instant(split_info["train_before"]))
+        return f"{et} < {cutoff}"
+    where = f"{et} <= {train_max_t}"
+    split = spec.split
+    if isinstance(split, GroupSplit) and source.schema_ and all(b in source.schema_.fields for b in split.by):
+        keys = ", ".join(q(b) for b in split.by)
+        where += f" AND ({keys}) IN (SELECT ({keys}) FROM __points WHERE __split = 'train')"
+    return where
+
+
+def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]) -> str:
+    fs = ev.feature_set
+    history = Aggregate(agg="count", name="__history")
+    probe = fs.model_copy(update={"features": [*fs.features, history]})
+    keys = ", ".join(q(k) for k in ev.key)
+    points = f"(SELECT __qid, {keys}, __t, __a FROM __points)"
+    shaped = PreparedEvents(**{**ev.__dict__, "feature_set": probe})
+    if plan == "auto" and ev.available_time is None:
+        chosen: Literal["auto", "window", "join"] = "window"
+    else:
+        chosen = plan
+    aggs_sql = eng.aggregates_sql(shaped, points, chosen)
+    record = "SELECT * FROM __points"
+    sql = C.derived_sql(aggs_sql, record, probe.aggregates, fs.derived, [])
+    table = f"__feat__{fs.name}"
+    eng.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS {sql}")
+    return table
+
+
+def _card(eng: BatchEngine, spec: TrainingSetSpec, pipeline: Pipeline, table: pa.Table,
+          split_info: dict[str, Any], sets: list[dict[str, Any]], fingerprint: str,
+          artifacts: dict[str, Artifact], feature_columns: list[str], missing_label: int) -> dict[str, Any]:
+    con = eng.con
+    counts = dict(con.sql("SELECT __split, count(*) FROM __points GROUP BY 1").fetchall())
+    balance: dict[str, dict[str, int]] = {}
+    for split, value, n in con.sql(
+            f"SELECT split, CAST({q(spec.label)} AS VARCHAR), count(*) FROM __training_set "
+            "GROUP BY ALL ORDER BY ALL").fetchall():
+        balance.setdefault(split, {})[value] = int(n)
+    versions = {name: loaded.version for name, loaded in eng._loaded.items()}
+    return {
+        "name": spec.name,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_id": eng.run_id,
+        "pipeline": pipeline.name,
+        "fingerprint": fingerprint,
+        "label": spec.label,
+        "rows": {s: int(counts.get(s, 0)) for s in SPLITS},
+        "held_out": {k.removeprefix("held_"): int(v) for k, v in counts.items() if k.startswith("held_")},
+        "label_rows_without_label": missing_label,
+        "label_balance": balance,
+        "split": split_info,
+        "features": feature_columns,
+        "feature_sets": sets,
+        "source_versions": versions,
+        "quarantine": eng.quarantine_counts(),
+        "artifacts": artifacts,
+        "columns": table.column_names,
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    """The dataset card for people."""
+    lines = [f"# Dataset card: {card['name']}", "",
+             f"- pipeline `{card['pipeline']}`, fingerprint `{card['fingerprint']}`",
+             f"- created {card['created_at']} (run `{card['run_id']}`)",
+             f"- label `{card['label']}`; split `{json.dumps(card['split'])}`", "",
+             "## Rows", "", "| split | rows | label balance |", "|---|---|---|"]
+    for split in SPLITS:
+        bal = ", ".join(f"{k}: {v}" for k, v in card["label_balance"].get(split, {}).items())
+        lines.append(f"| {split} | {card['rows'][split]} | {bal} |")
+    for reason, n in card["held_out"].items():
+        lines.append(f"| held out ({reason}) | {n} | |")
+    lines += ["", "## Features", ""]
+    for fs in card["feature_sets"]:
+        lines.append(f"- **{fs['name']}** (key {', '.join(fs['key'])}): {', '.join(fs['features'])}; "
+                     f"{fs['rows_without_history']} label rows had no history")
+    lines += ["", "## Nothing lost", "", "| feature set | source | input | output | quarantined | "
+              "duplicates | reconciles |", "|---|---|---|---|---|---|---|"]
+    for fs in card["feature_sets"]:
+        lines.append(f"| {fs['name']} | {fs['source']} | {fs['input']} | {fs['output']} | "
+                     f"{fs['quarantined']} | {fs['duplicates']} | {fs['reconciles']} |")
+    lines += ["", "Quarantine by reason: " + (", ".join(f"{k}: {v}" for k, v in card["quarantine"].items())
+                                              or "none"), "", "## Source versions", ""]
+    for name, version in card["source_versions"].items():
+        lines.append(f"- {name}: " + ", ".join(f"{k}={v}" for k, v in version.items()))
+    return "\n".join(lines) + "\n"

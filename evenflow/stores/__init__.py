@@ -1,0 +1,1 @@
+"""Warehouse (DuckDB, PostgreSQL) and lakehouse (Delta) storage."""
