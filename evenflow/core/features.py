@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Tag, field_validator, model_validator
 
 from evenflow.core.expr import Expr
 from evenflow.core.source import Source
@@ -86,7 +86,15 @@ class Derived(BaseModel):
         return Expr.parse(self.expr)
 
 
-FeatureType = Annotated[Aggregate | Derived, Field(discriminator="kind")]
+def _feature_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind") or ("derived" if "expr" in value else "aggregate"))
+    return str(getattr(value, "kind", "aggregate"))
+
+
+# In YAML a feature with ``expr:`` is derived and one with ``agg:`` an aggregate; ``kind:`` is optional.
+FeatureType = Annotated[Annotated[Aggregate, Tag("aggregate")] | Annotated[Derived, Tag("derived")],
+                        Discriminator(_feature_kind)]
 
 
 class FeatureSet(BaseModel):

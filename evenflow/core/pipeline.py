@@ -128,15 +128,21 @@ class Pipeline(BaseModel):
         return key
 
     # -- canonical form ---------------------------------------------------------------------------
-    def canonical(self) -> dict[str, Any]:
-        """Definition as plain data: sources by name, defaults spelled out, outputs apart."""
+    def canonical(self, *, locations: bool = True) -> dict[str, Any]:
+        """Definition as plain data: sources by name, defaults spelled out, outputs apart.
+
+        ``locations=False`` leaves out where sources live (path, table, dsn): moving data does
+        not change a definition, and the dataset card records source versions on its own.
+        """
         def fs_dump(fs: FeatureSet) -> dict[str, Any]:
             data = fs.model_dump(mode="json", exclude={"source"})
             return {"name": data.pop("name"), "source": fs.source_name(), **data}
 
         out: dict[str, Any] = {
             "name": self.name,
-            "sources": {name: src.dump() for name, src in sorted(self.sources.items())},
+            "sources": {name: {k: v for k, v in src.dump().items()
+                               if locations or k not in ("path", "table", "dsn")}
+                        for name, src in sorted(self.sources.items())},
             "feature_sets": [fs_dump(fs) for fs in self.feature_sets],
         }
         if self.training_set is not None:
@@ -149,7 +155,7 @@ class Pipeline(BaseModel):
 
     def fingerprint(self, artifacts: dict[str, Artifact] | None = None) -> str:
         """A stable hash of the canonical definition and the fitted artifacts."""
-        body = {"definition": self.canonical(), "artifacts": artifacts or {}}
+        body = {"definition": self.canonical(locations=False), "artifacts": artifacts or {}}
         text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

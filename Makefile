@@ -1,0 +1,48 @@
+# evenflow: two commands on a fresh machine — `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+N ?= 1000000
+SEED ?= 7
+FRAUD := examples/fraud
+
+.PHONY: demo test test-all bench lint install services clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# The fraud example end to end: generate N transactions, build the training set, train a model.
+demo: install
+	$(PY) $(FRAUD)/generate.py --out $(FRAUD)/data --n $(N) --seed $(SEED)
+	$(VENV)/bin/evenflow training-set $(FRAUD)/pipeline.yaml
+	$(PY) $(FRAUD)/train.py $(FRAUD)/out/fraud_v1/training_set.parquet
+
+# Starts PostgreSQL and Redis if they are down (tests use fresh schemas and key prefixes).
+services:
+	@pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 || \
+	  pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start || true
+	@redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 || \
+	  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+	    --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
+	@for i in 1 2 3 4 5 6 7 8 9 10; do pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && break; sleep 1; done
+
+test: install services
+	$(PY) -m pytest -m "not slow"
+
+test-all: install services
+	$(PY) -m pytest
+
+bench: install
+	$(PY) benchmarks/windowed_features.py
+
+lint: install
+	$(VENV)/bin/ruff check evenflow tests examples benchmarks
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(FRAUD)/data $(FRAUD)/out out

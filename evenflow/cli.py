@@ -1,0 +1,176 @@
+"""The ``evenflow`` command line.
+
+User errors print as one clear message (file, record, field, fix) and exit with status 2,
+without a traceback. Long stages show a live progress line; every run ends with a summary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.syntax import Syntax
+from rich.table import Table
+
+from evenflow.errors import EvenflowError
+
+app = typer.Typer(help="evenflow: one definition of a dataset, for training and serving.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+console = Console()
+err_console = Console(stderr=True)
+
+PipelineArg = Annotated[Path, typer.Argument(help="pipeline YAML file")]
+
+
+class RichReporter:
+    """Shows each stage as a spinner with elapsed time, then a tick with its duration."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.timings: list[tuple[str, float]] = []
+
+    @contextlib.contextmanager
+    def stage(self, name: str, *, total: int | None = None) -> Iterator[None]:
+        task = self.progress.add_task(name, total=total)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            took = time.perf_counter() - start
+            self.timings.append((name, took))
+            self.progress.update(task, completed=total or 1, total=total or 1,
+                                 description=f"[green]✓[/] {name}")
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[RichReporter]:
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        yield RichReporter(progress)
+
+
+def _fail(exc: EvenflowError) -> None:
+    err_console.print(f"[bold red]error:[/] {exc.message if not _where(exc) else _where(exc)}",
+                      highlight=False)
+    if exc.fix:
+        err_console.print(f"  [bold]fix:[/] {exc.fix}", highlight=False)
+    raise typer.Exit(2)
+
+
+def _where(exc: EvenflowError) -> str:
+    text = str(exc).split("\n  fix:")[0]
+    return text
+
+
+def _accounting_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Nothing lost: input = output + quarantined + duplicates")
+    for col in ("feature set", "source", "input", "output", "quarantined", "duplicates", "reconciles"):
+        table.add_column(col, justify="right" if col not in ("feature set", "source") else "left")
+    for r in rows:
+        table.add_row(r["name"], r["source"], f"{r['input']:,}", f"{r['output']:,}",
+                      f"{r['quarantined']:,}", f"{r['duplicates']:,}",
+                      "[green]yes[/]" if r["reconciles"] else "[red]NO[/]")
+    return table
+
+
+def _quarantine_table(counts: dict[str, int]) -> Table:
+    table = Table(title="Quarantine by reason")
+    table.add_column("reason")
+    table.add_column("records", justify="right")
+    for reason, n in counts.items():
+        table.add_row(reason, f"{n:,}")
+    return table
+
+
+@app.command()
+def inspect(pipeline: PipelineArg) -> None:
+    """Show a pipeline's definition, fingerprint and the SQL plan of each feature set."""
+    from evenflow.batch.inspect import plan_sql
+    from evenflow.core.pipeline import Pipeline
+
+    try:
+        p = Pipeline.load(pipeline)
+        console.rule(f"pipeline {p.name}")
+        console.print(Syntax(p.to_yaml(), "yaml", word_wrap=True))
+        console.print(f"[bold]fingerprint[/] {p.fingerprint()}  (definition only; a training set "
+                      "adds its fitted artifacts)")
+        for fs in p.feature_sets:
+            console.rule(f"feature set {fs.name}: SQL plan")
+            console.print(Syntax(plan_sql(p, fs), "sql", word_wrap=True))
+    except EvenflowError as exc:
+        _fail(exc)
+
+
+@app.command()
+def run(pipeline: PipelineArg,
+        memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit")] = "3GB") -> None:
+    """Validate and clean every source, compute features at every event, write the lakehouse."""
+    from evenflow.batch.engine import BatchEngine
+    from evenflow.batch.publish import write_features
+    from evenflow.core.pipeline import Pipeline
+
+    try:
+        p = Pipeline.load(pipeline)
+        with _progress() as reporter:
+            engine = BatchEngine(p, reporter=reporter, memory_limit=memory_limit)
+            prepared = [engine.prepare(fs) for fs in p.feature_sets]
+            written = write_features(engine, prepared, p.output)
+        rows = [{"name": ev.feature_set.name, **ev.accounting()} for ev in prepared]
+        console.print(_accounting_table(rows))
+        console.print(_quarantine_table(engine.quarantine_counts()))
+        for name, where in written.items():
+            console.print(f"  {name}: {where}")
+        if not all(r["reconciles"] for r in rows):
+            raise typer.Exit(1)
+    except EvenflowError as exc:
+        _fail(exc)
+
+
+@app.command("training-set")
+def training_set(spec: Annotated[Path, typer.Argument(help="pipeline YAML with a training_set")],
+                 memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit")] = "3GB",
+                 warehouse: Annotated[str | None, typer.Option(
+                     help="override the warehouse: duckdb:FILE or postgresql://host/db")] = None) -> None:
+    """Build the point-in-time training set, split it, and publish it with its dataset card."""
+    from evenflow.batch.engine import BatchEngine
+    from evenflow.batch.publish import write_training_set
+    from evenflow.batch.training import SPLITS, build
+    from evenflow.core.pipeline import Pipeline
+
+    try:
+        p = Pipeline.load(spec)
+        output = p.output if warehouse is None else p.output.model_copy(update={"warehouse": warehouse})
+        with _progress() as reporter:
+            engine = BatchEngine(p, reporter=reporter, memory_limit=memory_limit)
+            ts = build(p, engine=engine)
+            written = write_training_set(ts, output)
+        card = ts.card
+        summary = Table(title=f"training set {ts.name}  (fingerprint {ts.fingerprint})")
+        for col in ("split", "rows", "label balance"):
+            summary.add_column(col)
+        for split in SPLITS:
+            bal = ", ".join(f"{k}: {v:,}" for k, v in card["label_balance"].get(split, {}).items())
+            summary.add_row(split, f"{card['rows'][split]:,}", bal)
+        for reason, n in card["held_out"].items():
+            summary.add_row(f"held out: {reason}", f"{n:,}", "")
+        console.print(summary)
+        console.print(_accounting_table(card["feature_sets"]))
+        console.print(_quarantine_table(card["quarantine"]))
+        for name, where in written.items():
+            console.print(f"  {name}: {where}")
+    except EvenflowError as exc:
+        _fail(exc)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
