@@ -5,6 +5,7 @@
 'count_1h'
 """
 
+from evenflow.batch.training import TrainingSet, training_set
 from evenflow.core import source
 from evenflow.core.features import (
     Aggregate, Derived, FeatureSet, count, derive, distinct, first, last, max_, mean, min_,
@@ -27,5 +28,5 @@ __all__ = [
     "FeatureSet", "Float", "GroupSplit", "Impute", "Int", "Output", "Pipeline", "RandomSplit",
     "Schema", "SourceError", "Standardize", "String", "TimeSplit", "Timestamp", "TrainingSetSpec",
     "count", "derive", "distinct", "first", "last", "max", "mean", "min", "since_last", "source",
-    "std", "sum", "var",
+    "std", "sum", "training_set", "TrainingSet", "var",
 ]

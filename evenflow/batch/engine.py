@@ -130,7 +130,7 @@ class BatchEngine:
                 f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, c.__seq, "
                 f"{payload_sql(raw_columns, 'r.')}, split_part(c.__fail, '|', 1), "
                 f"split_part(c.__fail, '|', 2), 'schema', "
-                f"array_to_string(list_slice(string_split(c.__fail, '|'), 3, NULL), '|') "
+                f"regexp_extract(c.__fail, '^[^|]*[|][^|]*[|](.*)$', 1) "
                 f"FROM {q(table + '__checked')} c JOIN {q(raw)} r USING (__seq) "
                 f"WHERE c.__fail IS NOT NULL")
             cols = ", ".join(q(c) for c in schema.fields)

@@ -16,9 +16,10 @@ import pyarrow as pa
 from evenflow.batch import compile as C
 from evenflow.batch.engine import BatchEngine, PreparedEvents
 from evenflow.core.features import Aggregate, FeatureSet
-from evenflow.core.pipeline import Pipeline, TrainingSetSpec
-from evenflow.core.split import GroupSplit, RandomSplit, TimeSplit
-from evenflow.core.steps import Artifact, Dedup
+from evenflow.core.pipeline import Output, Pipeline, TrainingSetSpec
+from evenflow.core.source import Source
+from evenflow.core.split import GroupSplit, RandomSplit, SplitType, TimeSplit
+from evenflow.core.steps import Artifact, Dedup, StepType
 from evenflow.core.timeutil import format_duration, parse_duration, parse_instant, to_micros
 from evenflow.errors import DefinitionError
 from evenflow.quality.validate import lit, q
@@ -39,6 +40,17 @@ class TrainingSet:
     label: str
     engine: BatchEngine = field(repr=False)
     sql: str = field(repr=False, default="")
+
+    def write(self, output: Output | None = None, **options: str) -> dict[str, str]:
+        """Publish to the warehouse, Parquet, Delta and the dataset card (see ``publish``).
+
+        ``options`` override fields of the pipeline's :class:`Output` (``directory=``,
+        ``warehouse=``, ``lakehouse=``).
+        """
+        from evenflow.batch.publish import write_training_set
+
+        target = (output or Output()).model_copy(update=options)
+        return write_training_set(self, target)
 
     def split(self, name: str) -> pa.Table:
         import pyarrow.compute as pc
@@ -81,6 +93,30 @@ def _split_sql(spec: TrainingSetSpec, longest_us: int, t_col: str) -> tuple[str,
     info.update(test_size=split.test_size, seed=split.seed, stratify=split.stratify)
     return (f"CASE WHEN row_number() OVER ({part} ORDER BY {order}) <= "
             f"round(count(*) OVER ({part}) * {split.test_size}) THEN 'test' ELSE 'train' END"), info
+
+
+def training_set(labels: Source, label: str, features: list[FeatureSet], split: SplitType, *,
+                 name: str = "training_set", time: str | None = None,
+                 knowledge_time: str | None = None, label_available_time: str | None = None,
+                 steps: list[StepType] | None = None, memory_limit: str = "3GB") -> TrainingSet:
+    """Build a point-in-time training set straight from Python objects.
+
+    >>> import datetime as dt, pyarrow as pa, evenflow as ef
+    >>> t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    >>> ev = ef.source.frame(pa.table({"card": ["a", "a"], "ts": [t0, t0 + dt.timedelta(hours=2)]}),
+    ...                      name="ev", key="card", event_time="ts")
+    >>> lab = ef.source.frame(pa.table({"card": ["a", "a"], "ts": [t0, t0 + dt.timedelta(hours=3)],
+    ...                                 "y": [0, 1]}), name="labels", key="card", event_time="ts")
+    >>> ts = ef.training_set(lab, "y", [ef.FeatureSet("card", source=ev, features=[ef.count(window="1d")])],
+    ...                      ef.RandomSplit(test_size=0.5, stratify=False))
+    >>> sorted(ts.table.column("card__count_1d").to_pylist())
+    [1, 2]
+    """
+    spec = TrainingSetSpec(name=name, labels=labels, label=label, features=list(features), split=split,
+                           time=time, knowledge_time=knowledge_time,
+                           label_available_time=label_available_time, steps=steps or [])
+    pipeline = Pipeline(name=name, training_set=spec)
+    return build(pipeline, engine=BatchEngine(pipeline, memory_limit=memory_limit))
 
 
 def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,

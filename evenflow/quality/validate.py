@@ -27,6 +27,9 @@ def lit(value: object) -> str:
 
 
 _OFFSET = r"'([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$'"
+# Strict ISO 8601 shape: DuckDB alone would also read "2026-1-5T7:3".
+_ISO = (r"'^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)?"
+        r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$'")
 
 
 def infer_schema(con: duckdb.DuckDBPyConnection, raw: str, source: Source) -> Schema:
@@ -55,13 +58,15 @@ def _typed(name: str, field: object, raw_type: str | None, source: Source) -> tu
     if isinstance(field, Timestamp):
         if raw_type == "VARCHAR":
             text = f"trim({col})"
-            aware = f"TRY_CAST({text} AS TIMESTAMPTZ)"
+            aware = f"CASE WHEN regexp_full_match({text}, {_ISO}) THEN TRY_CAST({text} AS TIMESTAMPTZ) END"
             if field.tz:
                 value = (f"CASE WHEN regexp_matches({text}, {_OFFSET}) THEN {aware} "
-                         f"ELSE timezone({lit(field.tz)}, TRY_CAST({text} AS TIMESTAMP)) END")
+                         f"WHEN regexp_full_match({text}, {_ISO}) "
+                         f"THEN timezone({lit(field.tz)}, TRY_CAST({text} AS TIMESTAMP)) END")
                 return value, "unparseable_timestamp"
             value = f"CASE WHEN regexp_matches({text}, {_OFFSET}) THEN {aware} END"
-            reason = (f"CASE WHEN TRY_CAST({text} AS TIMESTAMP) IS NOT NULL AND NOT "
+            reason = (f"CASE WHEN regexp_full_match({text}, {_ISO}) AND "
+                      f"TRY_CAST({text} AS TIMESTAMP) IS NOT NULL AND NOT "
                       f"regexp_matches({text}, {_OFFSET}) THEN 'naive_timestamp' "
                       "ELSE 'unparseable_timestamp' END")
             return value, reason
