@@ -97,14 +97,14 @@ class Pipeline(BaseModel):
             register(fs.source, f"feature set {fs.name!r}")
         if self.training_set is not None:
             register(self.training_set.labels, f"training set {self.training_set.name!r}")
-            for fs in self.training_set.features:
-                if isinstance(fs, str):
-                    if fs not in sets:
-                        raise DefinitionError(f"training set refers to feature set {fs!r}, which is "
+            for ref in self.training_set.features:
+                if isinstance(ref, str):
+                    if ref not in sets:
+                        raise DefinitionError(f"training set refers to feature set {ref!r}, which is "
                                               "not defined", fix=f"known: {', '.join(sets)}")
                 else:
-                    register(fs.source, f"feature set {fs.name!r}")
-                    sets.setdefault(fs.name, fs)
+                    register(ref.source, f"feature set {ref.name!r}")
+                    sets.setdefault(ref.name, ref)
         object.__setattr__(self, "sources", sources)
         object.__setattr__(self, "feature_sets", list(sets.values()))
         return self

@@ -56,11 +56,12 @@ def _values(table: pa.Table, column: str) -> list[Any]:
 
 class _Step(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: str
     column: str
 
     @property
     def id(self) -> str:
-        return f"{getattr(self, 'kind')}:{self.column}"
+        return f"{self.kind}:{self.column}"
 
     @property
     def learns(self) -> bool:

@@ -81,7 +81,7 @@ def open_source(con: duckdb.DuckDBPyConnection, source: Source, view: str) -> di
         except ImportError as exc:  # pragma: no cover - core dependency
             raise MissingExtraError("deltalake", "delta") from exc
         try:
-            table = DeltaTable(source.path)
+            table = DeltaTable(source.path or "")
         except Exception as exc:
             raise SourceError(f"source {source.name!r}: not a Delta table ({exc})",
                               file=source.path, fix="write it with evenflow or deltalake first") from None
