@@ -37,12 +37,24 @@ class EventsShape:
     event_time: str
     available_time: str | None
     value_columns: list[str]
+    #: integer columns: their sum stays an exact integer (docs/semantics.md)
+    int_columns: frozenset[str] = frozenset()
 
 
-def _frame(agg: Aggregate) -> str:
+def _frame(agg: Aggregate, *, points: bool = False) -> str:
+    """The ORDER BY and frame of one aggregate's window.
+
+    With query points, an unbounded window becomes a running ``ROWS`` frame over the stream
+    ordered by time, then by which side of a tie the query point sits on (after the events at
+    ``t`` for ``closed="right"``, before them for ``"left"``), then by arrival. Running frames
+    are computed in one pass, where a ``RANGE`` frame with ``arg_max`` is not.
+    """
+    if points and agg.window_us is None:
+        side = "__kr" if agg.closed == "right" else "__kl"
+        return f"ORDER BY __t, {side}, __s ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW"
     lower = "UNBOUNDED PRECEDING" if agg.window_us is None else f"{agg.window_us - 1} PRECEDING"
     upper = "CURRENT ROW" if agg.closed == "right" else "1 PRECEDING"
-    return f"RANGE BETWEEN {lower} AND {upper}"
+    return f"ORDER BY __t RANGE BETWEEN {lower} AND {upper}"
 
 
 def _order_key(col: str, prefix: str = "") -> str:
@@ -50,14 +62,21 @@ def _order_key(col: str, prefix: str = "") -> str:
     return (f"CASE WHEN {c} IS NOT NULL THEN struct_pack(t := {prefix}__t, s := {prefix}__s) END")
 
 
-def _agg_call(agg: Aggregate, prefix: str = "") -> str:
-    """The aggregate over the frame's event rows (query-point rows carry nulls)."""
+def _agg_call(agg: Aggregate, prefix: str = "", *, running: bool = False,
+              ints: frozenset[str] = frozenset()) -> str:
+    """The aggregate over the frame's event rows (query-point rows carry nulls).
+
+    ``running``: the frame is ordered by (time, arrival) among events, so first/last are the
+    frame's first/last non-null values.
+    """
     col = prefix + q(agg.column) if agg.column else ""
+    if running and agg.agg in ("first", "last"):
+        return f"{agg.agg}_value({col} IGNORE NULLS)"
     match agg.agg:
         case "count":
             return f"count({col or prefix + '__ev'})"
         case "sum":
-            return f"sum(CAST({col} AS DOUBLE))"
+            return f"CAST(sum({col}) AS BIGINT)" if agg.column in ints else f"sum(CAST({col} AS DOUBLE))"
         case "mean":
             return f"avg(CAST({col} AS DOUBLE))"
         case "min":
@@ -81,7 +100,7 @@ def _agg_call(agg: Aggregate, prefix: str = "") -> str:
 
 def _finish(agg: Aggregate, raw: str, t: str) -> str:
     if agg.agg == "sum":
-        return f"COALESCE({raw}, 0.0)"
+        return f"COALESCE({raw}, 0)"
     if agg.agg == "since_last":
         return f"(({t} - {raw}) / 1e6)"
     return raw
@@ -101,18 +120,27 @@ def window_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> st
     the query points are the events themselves (``__qid`` = ``__seq``).
     """
     part = ", ".join(q(k) for k in ev.key)
-    frames = sorted({_frame(a) for a in aggs})
+    has_points = points is not None
+    frames = sorted({_frame(a, points=has_points) for a in aggs})
     names = {f: f"w{i}" for i, f in enumerate(frames)}
-    windows = ", ".join(f"{names[f]} AS (PARTITION BY {part} ORDER BY __t {f})" for f in frames)
-    selects = ", ".join(
-        f"{_finish(a, f'{_agg_call(a)} OVER {names[_frame(a)]}', '__t')} AS {q(a.name)}" for a in aggs)
+    windows = ", ".join(f"{names[f]} AS (PARTITION BY {part} {f})" for f in frames)
+
+    def call(a: Aggregate) -> str:
+        frame = _frame(a, points=has_points)
+        running = frame.endswith("CURRENT ROW") and "ROWS" in frame
+        raw = f"{_agg_call(a, running=running, ints=ev.int_columns)} OVER {names[frame]}"
+        return _finish(a, raw, "__t")
+
+    selects = ", ".join(f"{call(a)} AS {q(a.name)}" for a in aggs)
     if points is None:
         return f"SELECT __s AS __qid, {selects} FROM ({_event_rows(ev, with_qid=False)}) AS u WINDOW {windows}"
     nulls = ", ".join(f"NULL AS {q(c)}" for c in ev.value_columns)
     keys = ", ".join(q(k) for k in ev.key)
     point_rows = (f"SELECT {keys}{', ' + nulls if nulls else ''}, __t, CAST(NULL AS BIGINT) AS __s, "
-                  f"CAST(NULL AS INTEGER) AS __ev, CAST(NULL AS BIGINT) AS __tev, __qid FROM {points}")
-    union = f"{_event_rows(ev, with_qid=True)} UNION ALL BY NAME {point_rows}"
+                  f"CAST(NULL AS INTEGER) AS __ev, CAST(NULL AS BIGINT) AS __tev, __qid, "
+                  f"1 AS __kr, 0 AS __kl FROM {points}")
+    event_rows = f"SELECT *, 0 AS __kr, 1 AS __kl FROM ({_event_rows(ev, with_qid=True)})"
+    union = f"{event_rows} UNION ALL BY NAME {point_rows}"
     return (f"SELECT __qid, {selects} FROM ({union}) AS u WINDOW {windows} "
             f"QUALIFY __qid IS NOT NULL")
 
@@ -138,7 +166,7 @@ def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> str:
             cond.append(f"e.__t > p.__t - {a.window_us}")
         if a.closed == "left":
             cond.append("e.__t < p.__t")
-        raw = f"{_agg_call(a, 'e.')} FILTER (WHERE {' AND '.join(cond)})"
+        raw = f"{_agg_call(a, 'e.', ints=ev.int_columns)} FILTER (WHERE {' AND '.join(cond)})"
         selects.append(f"{_finish(a, raw, 'p.__t')} AS {q(a.name)}")
     return (f"SELECT p.__qid, {', '.join(selects)} FROM {points_sql} AS p "
             f"LEFT JOIN ({events}) AS e ON {on} AND e.__t <= p.__t{lower} AND e.__a <= p.__a "

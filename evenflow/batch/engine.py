@@ -248,7 +248,9 @@ class BatchEngine:
 
     # -- features --------------------------------------------------------------------------------
     def _shape(self, ev: PreparedEvents) -> C.EventsShape:
-        return C.EventsShape(q(ev.table), ev.key, ev.event_time, ev.available_time, ev.value_columns)
+        ints = frozenset(n for n, f in ev.loaded.schema.fields.items() if f.type == "int")
+        return C.EventsShape(q(ev.table), ev.key, ev.event_time, ev.available_time, ev.value_columns,
+                             ints)
 
     def choose_plan(self, ev: PreparedEvents, plan: Literal["auto", "window", "join"],
                     bitemporal_points: bool) -> Literal["window", "join"]:

@@ -89,7 +89,7 @@ def _split_sql(spec: TrainingSetSpec, longest_us: int, t_col: str) -> tuple[str,
         return f"CASE WHEN {bucket} < {split.test_size} THEN 'test' ELSE 'train' END", info
     assert isinstance(split, RandomSplit)
     part = f"PARTITION BY {q(spec.label)}" if split.stratify else ""
-    order = f"md5(concat_ws(chr(31), {lit(str(split.seed))}, CAST(__qid AS VARCHAR)))"
+    order = f"md5_number_lower(concat_ws(chr(31), {lit(str(split.seed))}, CAST(__qid AS VARCHAR)))"
     info.update(test_size=split.test_size, seed=split.seed, stratify=split.stratify)
     return (f"CASE WHEN row_number() OVER ({part} ORDER BY {order}) <= "
             f"round(count(*) OVER ({part}) * {split.test_size}) THEN 'test' ELSE 'train' END"), info
@@ -233,8 +233,10 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
     else:
         chosen = plan
     aggs_sql = eng.aggregates_sql(shaped, points, chosen)
-    record = "SELECT * FROM __points"
-    sql = C.derived_sql(aggs_sql, record, probe.aggregates, fs.derived, [])
+    if fs.derived:
+        sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", probe.aggregates, fs.derived, [])
+    else:
+        sql = aggs_sql
     table = f"__feat__{fs.name}"
     eng.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS {sql}")
     return table
