@@ -76,7 +76,7 @@ def _agg_call(agg: Aggregate, prefix: str = "", *, running: bool = False,
         case "count":
             return f"count({col or prefix + '__ev'})"
         case "sum":
-            return f"CAST(sum({col}) AS BIGINT)" if agg.column in ints else f"sum(CAST({col} AS DOUBLE))"
+            return f"sum({col})" if agg.column in ints else f"sum(CAST({col} AS DOUBLE))"
         case "mean":
             return f"avg(CAST({col} AS DOUBLE))"
         case "min":
@@ -98,9 +98,9 @@ def _agg_call(agg: Aggregate, prefix: str = "", *, running: bool = False,
     raise AssertionError(agg.agg)
 
 
-def _finish(agg: Aggregate, raw: str, t: str) -> str:
+def _finish(agg: Aggregate, raw: str, t: str, ints: frozenset[str] = frozenset()) -> str:
     if agg.agg == "sum":
-        return f"COALESCE({raw}, 0)"
+        return f"COALESCE(CAST({raw} AS BIGINT), 0)" if agg.column in ints else f"COALESCE({raw}, 0.0)"
     if agg.agg == "since_last":
         return f"(({t} - {raw}) / 1e6)"
     return raw
@@ -129,7 +129,7 @@ def window_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> st
         frame = _frame(a, points=has_points)
         running = frame.endswith("CURRENT ROW") and "ROWS" in frame
         raw = f"{_agg_call(a, running=running, ints=ev.int_columns)} OVER {names[frame]}"
-        return _finish(a, raw, "__t")
+        return _finish(a, raw, "__t", ev.int_columns)
 
     selects = ", ".join(f"{call(a)} AS {q(a.name)}" for a in aggs)
     if points is None:
@@ -167,7 +167,7 @@ def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> str:
         if a.closed == "left":
             cond.append("e.__t < p.__t")
         raw = f"{_agg_call(a, 'e.', ints=ev.int_columns)} FILTER (WHERE {' AND '.join(cond)})"
-        selects.append(f"{_finish(a, raw, 'p.__t')} AS {q(a.name)}")
+        selects.append(f"{_finish(a, raw, 'p.__t', ev.int_columns)} AS {q(a.name)}")
     return (f"SELECT p.__qid, {', '.join(selects)} FROM {points_sql} AS p "
             f"LEFT JOIN ({events}) AS e ON {on} AND e.__t <= p.__t{lower} AND e.__a <= p.__a "
             f"GROUP BY p.__qid, p.__t")

@@ -228,10 +228,14 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
     keys = ", ".join(q(k) for k in ev.key)
     points = f"(SELECT __qid, {keys}, __t, __a FROM __points)"
     shaped = PreparedEvents(**{**ev.__dict__, "feature_set": probe})
-    if plan == "auto" and ev.available_time is None:
-        chosen: Literal["auto", "window", "join"] = "window"
-    else:
-        chosen = plan
+    # The window plan ignores a; it is exact when every event is known at its event time and
+    # every query's knowledge time is at or after its valid time (then a excludes nothing).
+    late_knowledge = eng.con.sql("SELECT count(*) FROM __points WHERE __a < __t").fetchall()[0][0]
+    window_ok = ev.available_time is None and late_knowledge == 0
+    if plan == "window" and not window_ok:
+        raise DefinitionError("the window plan cannot honour available_time or a knowledge time "
+                              "earlier than the observation time", fix="use plan='join' or 'auto'")
+    chosen: Literal["auto", "window", "join"] = plan if plan != "auto" else ("window" if window_ok else "join")
     aggs_sql = eng.aggregates_sql(shaped, points, chosen)
     if fs.derived:
         sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", probe.aggregates, fs.derived, [])
