@@ -68,6 +68,21 @@ def _where(exc: EvenflowError) -> str:
     return text
 
 
+def _read_artifacts(path: Path) -> dict[str, Any]:
+    import json
+
+    if not path.exists():
+        raise EvenflowError("file not found", file=str(path),
+                            fix="pass out/<training set>/artifacts.json from evenflow training-set")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise EvenflowError(f"not valid JSON: {exc}", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise EvenflowError("artifacts must be a JSON object keyed by step", file=str(path))
+    return data
+
+
 def _accounting_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="Nothing lost: input = output + quarantined + duplicates")
     for col in ("feature set", "source", "input", "output", "quarantined", "duplicates", "reconciles"):
@@ -109,8 +124,14 @@ def inspect(pipeline: PipelineArg) -> None:
 
 @app.command()
 def run(pipeline: PipelineArg,
-        memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit")] = "3GB") -> None:
-    """Validate and clean every source, compute features at every event, write the lakehouse."""
+        memory_limit: Annotated[str, typer.Option(help="DuckDB memory limit")] = "3GB",
+        artifacts: Annotated[Path | None, typer.Option(
+            help="a training set's artifacts.json: apply its fitted steps instead of fitting")] = None) -> None:
+    """Validate and clean every source, compute features at every event, write the lakehouse.
+
+    Learned steps are fitted on all the events unless --artifacts gives the ones a training
+    set was fitted with (then the features match what the model was trained on).
+    """
     from evenflow.batch.engine import BatchEngine
     from evenflow.batch.publish import write_features
     from evenflow.core.pipeline import Pipeline
@@ -119,7 +140,8 @@ def run(pipeline: PipelineArg,
         p = Pipeline.load(pipeline)
         with _progress() as reporter:
             engine = BatchEngine(p, reporter=reporter, memory_limit=memory_limit)
-            prepared = [engine.prepare(fs) for fs in p.feature_sets]
+            fitted = _read_artifacts(artifacts) if artifacts else None
+            prepared = [engine.prepare(fs, artifacts=fitted) for fs in p.feature_sets]
             written = write_features(engine, prepared, p.output)
         rows = [{"name": ev.feature_set.name, **ev.accounting()} for ev in prepared]
         console.print(_accounting_table(rows))

@@ -6,6 +6,7 @@ Layout under the pipeline's ``output.directory`` (default ``out``)::
     <name>/training_set.parquet          Parquet export, with a ``split`` column
     <name>/card.json, card.md            the dataset card
     <name>/artifacts.json                fitted step artifacts, keyed by step
+    runs/<run id>.json                   `evenflow run`: accounting, quarantine counts, outputs
     lakehouse/bronze/<source>            raw records as read (Delta)
     lakehouse/silver/<feature set>       validated, cleaned events (Delta)
     lakehouse/gold/<name>                features (Delta)
@@ -89,4 +90,13 @@ def write_features(engine: BatchEngine, prepared: list[PreparedEvents], output: 
             write_table(engine.con, engine.features_sql(ev), output.warehouse_url(), name)
         written[name] = {"silver": str(lake / "silver" / name), "gold": str(lake / "gold" / name)}
     written.update(write_side_tables(engine, output))
+    summary = {"run_id": engine.run_id, "pipeline": engine.pipeline.name,
+               "fingerprint": engine.pipeline.fingerprint({k: v for ev in prepared
+                                                           for k, v in ev.artifacts.items()}),
+               "accounting": [{"feature_set": ev.feature_set.name, **ev.accounting()} for ev in prepared],
+               "quarantine": engine.quarantine_counts(), "outputs": written}
+    runs = Path(output.directory) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    (runs / f"{engine.run_id}.json").write_text(json.dumps(summary, indent=2, default=str))
+    written["summary"] = str(runs / f"{engine.run_id}.json")
     return written

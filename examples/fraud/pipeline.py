@@ -39,7 +39,7 @@ def pipeline(data: Path = HERE / "data", out: Path = HERE / "out") -> ef.Pipelin
     card = ef.FeatureSet(
         "card", source=transactions,
         steps=[ef.Dedup("transaction_id"), ef.Impute("amount", "median"),
-               ef.Clip("amount", q=(0.0, 0.999))],
+               ef.Clip("amount", q=(0.0, 0.995))],
         features=[
             ef.count(window="10m"), ef.count(window="1h"), ef.count(window="1d"),
             ef.sum("amount", window="1h"), ef.min("amount", window="1h"),
