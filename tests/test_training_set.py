@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet  # noqa: F401 - pa.parquet
 import pyarrow.compute as pc
+import pyarrow.parquet
 import pytest
 
 import evenflow as ef

@@ -174,11 +174,96 @@ def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> str:
 
 
 def derived_sql(aggregates_sql: str, record_sql: str, aggs: list[Aggregate],
-                derived: list[Derived], keep: list[str]) -> str:
-    """Join aggregates back to the record by ``__qid`` and add the row expressions."""
+                derived: list[Derived], keep: list[str], record_columns: set[str]) -> str:
+    """Join aggregates back to the record by ``__qid`` and add the row expressions.
+
+    A name that is neither an aggregate nor a column of the record is null
+    (docs/semantics.md, row expressions).
+    """
     agg_names = {a.name for a in aggs}
     rename = {name: f"a.{q(name)}" for name in agg_names}
+    for d in derived:
+        for name in d.parsed.columns() - agg_names - record_columns:
+            rename[name] = "NULL"
     exprs = [f"{d.parsed.to_sql(rename)} AS {q(d.name)}" for d in derived]
     cols = [f"r.{q(c)}" for c in keep] + [f"a.{q(a.name)}" for a in aggs] + exprs
     return (f"SELECT r.__qid, {', '.join(cols)} FROM ({record_sql}) AS r "
             f"JOIN ({aggregates_sql}) AS a USING (__qid)")
+
+
+#: Unbounded aggregates the ``asof`` path answers from running totals, and the totals each needs.
+_STATS: dict[str, set[str]] = {"count": {"n"}, "sum": {"sum"}, "mean": {"sum", "n"}, "min": {"min"},
+                               "max": {"max"}, "first": {"first"}, "last": {"last"}, "since_last": set()}
+RUNNING = set(_STATS)
+
+
+def asof_capable(agg: Aggregate) -> bool:
+    return agg.window_us is None and agg.agg in RUNNING
+
+
+def asof_sql(ev: EventsShape, aggs: list[Aggregate], points: str, nonnull: set[str]) -> str:
+    """Unbounded aggregates at query points as running totals joined with ``ASOF``.
+
+    Per (entity, time) the events are reduced to one row of step totals, ties broken by
+    arrival; running totals over those rows are then looked up for each query point with the
+    latest time ``<= t`` (``< t`` for ``closed="left"``). A column with nulls gets its own
+    reduced table filtered to its non-null values; columns without nulls share one.
+    """
+    keys = [q(k) for k in ev.key]
+    groups: dict[str | None, list[Aggregate]] = {}
+    for a in aggs:
+        f = a.column if a.column and a.column not in nonnull else None
+        groups.setdefault(f, []).append(a)
+    ctes, joins, selects = [], [], []
+    for gi, (f, members) in enumerate(groups.items()):
+        step, running = ["count(*) AS n"], ["sum(n) OVER w AS n"]
+        needs: dict[str, set[str]] = {}
+        for a in members:
+            if a.column:
+                needs.setdefault(a.column, set()).update(_STATS[a.agg])
+        for col, stats in sorted(needs.items()):
+            c = q(col)
+            v = c if col in ev.int_columns else f"CAST({c} AS DOUBLE)"
+            order = f"CASE WHEN {c} IS NOT NULL THEN __s END"
+            reduce_by = {"sum": f"sum({v})", "min": f"min({c})", "max": f"max({c})",
+                         "n": f"count({c})", "first": f"arg_min({c}, {order})",
+                         "last": f"arg_max({c}, {order})"}
+            run_by = {"sum": "sum({}) OVER w", "min": "min({}) OVER w", "max": "max({}) OVER w",
+                      "n": "sum({}) OVER w", "first": "first_value({} IGNORE NULLS) OVER w",
+                      "last": "last_value({} IGNORE NULLS) OVER w"}
+            for stat in sorted(stats):
+                name = q(f"{stat}_{col}")
+                step.append(f"{reduce_by[stat]} AS {name}")
+                running.append(f"{run_by[stat].format(name)} AS {name}")
+        where = f" WHERE {q(f)} IS NOT NULL" if f else ""
+        reduced = (f"SELECT {', '.join(keys)}, __t, {', '.join(step)} FROM ({_event_rows(ev, with_qid=False)})"
+                   f"{where} GROUP BY {', '.join(keys)}, __t")
+        ctes.append(f"r{gi} AS (SELECT {', '.join(keys)}, __t, {', '.join(running)} FROM ({reduced}) "
+                    f"WINDOW w AS (PARTITION BY {', '.join(keys)} ORDER BY __t ROWS UNBOUNDED PRECEDING))")
+        for closed in sorted({a.closed for a in members}):
+            alias = f"j{gi}{closed[0]}"
+            op = ">=" if closed == "right" else ">"
+            on = " AND ".join(f"p.{k} = {alias}.{k}" for k in keys)
+            joins.append(f"ASOF LEFT JOIN r{gi} AS {alias} ON {on} AND p.__t {op} {alias}.__t")
+            for a in (m for m in members if m.closed == closed):
+                selects.append(f"{_running_value(a, alias, ev.int_columns)} AS {q(a.name)}")
+    return (f"WITH {', '.join(ctes)} SELECT p.__qid, {', '.join(selects)} FROM {points} AS p "
+            + " ".join(joins))
+
+
+def _running_value(a: Aggregate, alias: str, ints: frozenset[str]) -> str:
+    col = a.column or ""
+    ref = f"{alias}.{q('{}_' + col)}" if col else ""
+    match a.agg:
+        case "count":
+            return f"COALESCE(CAST({alias}.{q('n_' + col) if col else 'n'} AS BIGINT), 0)"
+        case "sum":
+            total = ref.format("sum")
+            return f"COALESCE(CAST({total} AS BIGINT), 0)" if col in ints else f"COALESCE({total}, 0.0)"
+        case "mean":
+            return f"(CAST({ref.format('sum')} AS DOUBLE) / NULLIF({ref.format('n')}, 0))"
+        case "min" | "max" | "first" | "last":
+            return ref.format(a.agg)
+        case "since_last":
+            return f"((p.__t - {alias}.__t) / 1e6)"
+    raise AssertionError(a.agg)

@@ -25,7 +25,7 @@ import duckdb
 import pyarrow as pa
 
 from evenflow.batch import compile as C
-from evenflow.core.features import FeatureSet
+from evenflow.core.features import Aggregate, FeatureSet
 from evenflow.core.pipeline import Pipeline
 from evenflow.core.schema import Schema
 from evenflow.core.source import Source
@@ -59,6 +59,7 @@ class LoadedSource:
     rows_in: int
     quarantined: int
     version: dict[str, str]
+    payload: str = ""
 
 
 @dataclass
@@ -125,10 +126,13 @@ class BatchEngine:
             raise DefinitionError(f"source {name!r}: event_time {source.event_time!r} not in schema")
         with self.reporter.stage(f"validate {name}"):
             sql, raw_columns = validation_sql(self.con, raw, source, schema)
+            payload = "r.__line" if "__line" in raw_columns else payload_sql(raw_columns, "r.")
+            raw_columns = [c for c in raw_columns if c != "__line"]
             self.con.execute(f"CREATE OR REPLACE TEMP TABLE {q(table + '__checked')} AS {sql}")
+            rejected = self._quarantine_rejects(raw, name)
             self.con.execute(
                 f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, c.__seq, "
-                f"{payload_sql(raw_columns, 'r.')}, split_part(c.__fail, '|', 1), "
+                f"{payload}, split_part(c.__fail, '|', 1), "
                 f"split_part(c.__fail, '|', 2), 'schema', "
                 f"regexp_extract(c.__fail, '^[^|]*[|][^|]*[|](.*)$', 1) "
                 f"FROM {q(table + '__checked')} c JOIN {q(raw)} r USING (__seq) "
@@ -137,11 +141,25 @@ class BatchEngine:
             self.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS SELECT {cols}, __seq "
                              f"FROM {q(table + '__checked')} WHERE __fail IS NULL")
             self.con.execute(f"DROP TABLE {q(table + '__checked')}")
-        rows_in = self._count(raw)
+        rows_in = self._count(raw) + rejected
         loaded = LoadedSource(source, schema, raw, table, raw_columns, rows_in,
-                              rows_in - self._count(table), version)
+                              rows_in - self._count(table), version, payload)
         self._loaded[name] = loaded
         return loaded
+
+    def _quarantine_rejects(self, raw: str, name: str) -> int:
+        """Lines the reader could not split into a record (ragged CSV, invalid JSON)."""
+        rejects = f"{raw}__rejects"
+        found = self.con.sql("SELECT count(*) FROM duckdb_tables() WHERE table_name = "
+                             f"{lit(rejects)}").fetchall()[0][0]
+        if not found:
+            return 0
+        self.con.execute(
+            f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, NULL, "
+            f"CAST(json_object('line', payload, 'file', file, 'line_number', line) AS VARCHAR), "
+            f"'malformed_record', field, 'read', file || ':' || CAST(line AS VARCHAR) || ': ' || message "
+            f"FROM {q(rejects)}")
+        return self._count(rejects)
 
     def _count(self, table: str, where: str = "") -> int:
         return int(self.con.sql(f"SELECT count(*) FROM {q(table)} {where}").fetchall()[0][0])
@@ -236,9 +254,12 @@ class BatchEngine:
                          f"SELECT *, {fail} AS __fail FROM {q(table + '__u')}")
         self.con.execute(
             f"INSERT INTO __quarantine SELECT {lit(loaded.source.name)}, {lit(fs.name)}, f.__seq, "
-            f"{payload_sql(loaded.raw_columns, 'r.')}, 'not_unique', split_part(f.__fail, '|', 1), "
+            f"{loaded.payload}, 'not_unique', split_part(f.__fail, '|', 1), "
             f"'schema.unique', split_part(f.__fail, '|', 2) FROM {q(table + '__f')} f "
-            f"JOIN {q(loaded.raw)} r USING (__seq) WHERE f.__fail IS NOT NULL")
+            f"JOIN {q(loaded.raw)} r USING (__seq) WHERE f.__fail IS NOT NULL "
+            # a record is quarantined once, even when several feature sets read its source
+            f"AND f.__seq NOT IN (SELECT record FROM __quarantine WHERE source = "
+            f"{lit(loaded.source.name)} AND record IS NOT NULL)")
         drop = ", ".join(q("__first_" + u) for u in unique)
         self.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS SELECT * EXCLUDE ({drop}, __fail) "
                          f"FROM {q(table + '__f')} WHERE __fail IS NULL")
@@ -268,15 +289,37 @@ class BatchEngine:
             return (f"SELECT __seq AS __qid FROM {q(ev.table)}" if points is None
                     else f"SELECT __qid FROM {points}")
         chosen = self.choose_plan(ev, plan, points is not None)
-        build = C.window_sql if chosen == "window" else C.join_sql
-        return build(self._shape(ev), aggs, points)
+        shape = self._shape(ev)
+        if chosen == "join":
+            return C.join_sql(shape, aggs, points)
+        running = [a for a in aggs if C.asof_capable(a)] if points is not None else []
+        if not running:
+            return C.window_sql(shape, aggs, points)
+        assert points is not None
+        asof = C.asof_sql(shape, running, points, self._nonnull_columns(ev, running))
+        rest = [a for a in aggs if a not in running]
+        if not rest:
+            return asof
+        names = ", ".join(f"b.{q(a.name)}" for a in rest)
+        return (f"SELECT a.*, {names} FROM ({asof}) AS a "
+                f"JOIN ({C.window_sql(shape, rest, points)}) AS b USING (__qid)")
+
+    def _nonnull_columns(self, ev: PreparedEvents, aggs: list[Aggregate]) -> set[str]:
+        """Columns of ``aggs`` without a single null among the prepared events."""
+        cols = sorted({a.column for a in aggs if a.column})
+        if not cols:
+            return set()
+        counts = self.con.sql(f"SELECT count(*), {', '.join(f'count({q(c)})' for c in cols)} "
+                              f"FROM {q(ev.table)}").fetchall()[0]
+        return {c for c, n in zip(cols, counts[1:], strict=True) if n == counts[0]}
 
     def features_sql(self, ev: PreparedEvents, plan: Literal["auto", "window", "join"] = "auto") -> str:
         """SQL for the features at every event: the event's columns plus its features."""
         record = f"SELECT *, __seq AS __qid FROM {q(ev.table)}"
         keep = [*ev.key, ev.event_time, *ev.value_columns]
         body = C.derived_sql(self.aggregates_sql(ev, None, plan), record,
-                             ev.feature_set.aggregates, ev.feature_set.derived, keep)
+                             ev.feature_set.aggregates, ev.feature_set.derived, keep,
+                             set(ev.loaded.schema.fields))
         return f"SELECT * EXCLUDE (__qid) FROM ({body}) ORDER BY __qid"
 
     def features_at_events(self, fs: FeatureSet, *, plan: Literal["auto", "window", "join"] = "auto",

@@ -19,7 +19,7 @@ def plan_sql(pipeline: Pipeline, fs: FeatureSet) -> str:
     build = C.join_sql if plan == "join" else C.window_sql
     aggs = build(shape, fs.aggregates, None) if fs.aggregates else f"SELECT __seq AS __qid FROM {shape.table}"
     body = C.derived_sql(aggs, f"SELECT *, __seq AS __qid FROM {shape.table}", fs.aggregates,
-                         fs.derived, [*key, shape.event_time, *values])
+                         fs.derived, [*key, shape.event_time, *values], set(fields))
     return f"-- plan: {plan}\n" + _pretty(body)
 
 

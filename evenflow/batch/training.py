@@ -238,7 +238,8 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
     chosen: Literal["auto", "window", "join"] = plan if plan != "auto" else ("window" if window_ok else "join")
     aggs_sql = eng.aggregates_sql(shaped, points, chosen)
     if fs.derived:
-        sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", probe.aggregates, fs.derived, [])
+        columns = {r[0] for r in eng.con.sql("DESCRIBE __points").fetchall()}
+        sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", probe.aggregates, fs.derived, [], columns)
     else:
         sql = aggs_sql
     table = f"__feat__{fs.name}"

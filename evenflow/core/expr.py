@@ -56,7 +56,9 @@ def _epoch_seconds(value: datetime) -> float:
 _FUNCS: dict[str, tuple[int, str, Callable[..., Any]]] = {
     "abs": (1, "abs({0})", abs),
     "sqrt": (1, "CASE WHEN {0} >= 0 THEN sqrt({0}) END", lambda x: math.sqrt(x) if x >= 0 else None),
-    "log1p": (1, "CASE WHEN {0} > -1 THEN ln(1 + {0}) END",
+    # DuckDB has no log1p; a series keeps precision near 0, where ln(1 + x) loses it.
+    "log1p": (1, "CASE WHEN abs({0}) < 1e-4 THEN {0} - {0} * {0} / 2 + {0} * {0} * {0} / 3 "
+                 "WHEN {0} > -1 THEN ln(1 + {0}) END",
               lambda x: math.log1p(x) if x > -1 else None),
     "hour": (1, "CAST(extract('hour' FROM timezone('UTC', {0})) AS BIGINT)", _hour),
     "epoch_seconds": (1, "(epoch_us({0}) / 1e6)", _epoch_seconds),
@@ -107,7 +109,7 @@ def _check(node: ast.AST, text: str) -> None:
             raise DefinitionError(f"expression {text!r} chains comparisons", fix="write a < b and b < c")
         if isinstance(sub, ast.Call):
             name = sub.func.id if isinstance(sub.func, ast.Name) else None
-            if name == "coalesce":
+            if name == "coalesce" and sub.args and not sub.keywords:
                 continue
             if name not in _FUNCS or len(sub.args) != _FUNCS[name][0] or sub.keywords:
                 raise DefinitionError(f"expression {text!r} calls unknown function {name!r}",
@@ -125,6 +127,9 @@ def _sql(node: ast.expr, rename: Mapping[str, str]) -> str:
                 return "TRUE" if value else "FALSE"
             if isinstance(value, str):
                 return "'" + value.replace("'", "''") + "'"
+            if isinstance(value, float):
+                # a bare 0.1 is an exact DECIMAL in SQL; Python means the double
+                return f"CAST({value!r} AS DOUBLE)"
             return repr(value)
         case ast.BinOp(left=left, op=op, right=right):
             if isinstance(op, ast.Div):

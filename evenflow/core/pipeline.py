@@ -184,7 +184,9 @@ class Pipeline(BaseModel):
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])
-            raise DefinitionError(f"{err['msg']} (at {where})", file=file,
+            given = err.get("input")
+            shown = f"; got {given!r}" if isinstance(given, (str, int, float)) else ""
+            raise DefinitionError(f"{err['msg']}{shown} (at {where})", file=file,
                                   fix="compare with docs/pipeline-yaml.md") from None
         except DefinitionError as exc:
             exc.file = exc.file or file
@@ -195,10 +197,12 @@ class Pipeline(BaseModel):
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise DefinitionError(f"not valid YAML: {exc}", file=file) from None
+            raise DefinitionError(f"not valid YAML: {exc}", file=file,
+                                  fix="check indentation and quoting at the line shown") from None
         if not isinstance(data, dict):
             raise DefinitionError("a pipeline file must be a mapping with name:, sources:, "
-                                  "feature_sets:", file=file)
+                                  "feature_sets:", file=file,
+                                  fix="see examples/fraud/pipeline.yaml and docs/pipeline-yaml.md")
         return cls.from_dict(data, file=file, base=base)
 
     @classmethod

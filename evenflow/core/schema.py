@@ -26,6 +26,7 @@ REASONS: dict[str, str] = {
     "regex": "the value does not match the declared pattern",
     "not_unique": "another record already has this value of a unique field",
     "late": "the event arrived behind the watermark",
+    "malformed_record": "the line is not a record (wrong number of CSV fields, invalid JSON); fix the producer",
 }
 
 

@@ -47,6 +47,13 @@ def _lit(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
+def _text(value: Any) -> str:
+    """A category as text, spelled as SQL's CAST(... AS VARCHAR) spells it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
 def _values(table: pa.Table, column: str) -> list[Any]:
     if column not in table.column_names:
         raise DefinitionError(f"step needs column {column!r}, which the data does not have",
@@ -265,7 +272,7 @@ class Encode(_Step):
         super().__init__(**data)
 
     def fit(self, table: pa.Table) -> Artifact:
-        counts = Counter(str(v) for v in _values(table, self.column))
+        counts = Counter(_text(v) for v in _values(table, self.column))
         vocab = sorted((c for c in counts.items() if c[1] >= self.min_count),
                        key=lambda item: (-item[1], item[0]))
         if self.max_categories is not None:
@@ -282,7 +289,7 @@ class Encode(_Step):
     def transform_one(self, record: dict[str, Any], artifact: Artifact) -> dict[str, Any]:
         value = record.get(self.column)
         vocab = artifact["vocabulary"]
-        code = 0 if value is None or str(value) not in vocab else vocab.index(str(value)) + 1
+        code = 0 if value is None or _text(value) not in vocab else vocab.index(_text(value)) + 1
         return {**record, self.column: code}
 
 

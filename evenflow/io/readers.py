@@ -62,11 +62,9 @@ def open_source(con: duckdb.DuckDBPyConnection, source: Source, view: str) -> di
         files = _files(source)
         listing = ", ".join(_lit(f) for f in files)
         if fmt == "csv":
-            scan = f"read_csv([{listing}], header=true, all_varchar=true, auto_detect=true)"
+            scan = _csv_scan(con, files, view)
         elif fmt == "ndjson":
-            scan = (f"read_json([{listing}], format='newline_delimited', "
-                    "records=true, maximum_depth=1)")
-            scan = _ndjson_as_text(con, scan)
+            scan = _ndjson_scan(con, files, view, source)
         else:
             scan = f"read_parquet([{listing}])"
         digest = hashlib.sha256()
@@ -90,7 +88,14 @@ def open_source(con: duckdb.DuckDBPyConnection, source: Source, view: str) -> di
         body = f"SELECT *, CAST(row_number() OVER () AS BIGINT) - 1 AS __seq FROM {_q(view + '__arrow')}"
     elif fmt == "duckdb":
         alias = f"{view}__db"
-        con.execute(f"ATTACH IF NOT EXISTS {_lit(source.path or '')} AS {_q(alias)} (READ_ONLY)")
+        if not os.path.exists(source.path or ""):
+            raise SourceError(f"source {source.name!r}: no DuckDB database here", file=source.path,
+                              fix="check the path of the .duckdb file")
+        try:
+            con.execute(f"ATTACH IF NOT EXISTS {_lit(source.path or '')} AS {_q(alias)} (READ_ONLY)")
+        except duckdb.Error as exc:
+            raise SourceError(f"source {source.name!r}: cannot open the database: {exc}".split("\n")[0],
+                              file=source.path, fix="check that it is a DuckDB file") from None
         version.update(path=source.path or "", table=source.table or "")
         body = (f"SELECT *, CAST(row_number() OVER () AS BIGINT) - 1 AS __seq "
                 f"FROM {_q(alias)}.{source.table}")
@@ -117,11 +122,65 @@ def open_source(con: duckdb.DuckDBPyConnection, source: Source, view: str) -> di
     return version
 
 
-def _ndjson_as_text(con: duckdb.DuckDBPyConnection, scan: str) -> str:
-    """NDJSON with every top-level value as text, so type errors quarantine per record."""
-    columns = [row[0] for row in con.sql(f"DESCRIBE SELECT * FROM {scan}").fetchall()]
-    casts = ", ".join(f"CAST({_q(c)} AS VARCHAR) AS {_q(c)}" for c in columns)
-    return f"(SELECT {casts} FROM {scan})"
+def _header(path: str) -> list[str]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return next(csv.reader(fh), [])
+
+
+def _csv_scan(con: duckdb.DuckDBPyConnection, files: list[str], view: str) -> str:
+    """CSV with the header's columns as text; lines that do not fit go to ``<view>__rejects``.
+
+    Types and the dialect are not guessed: a guess made from a few lines can turn one ragged
+    line into a one-column file. Ragged lines are kept as quarantine records instead.
+    """
+    header = _header(files[0])
+    if not header:
+        raise SourceError("the CSV file is empty or has no header line", file=files[0],
+                          fix="write a header line with the column names first")
+    columns = "{" + ", ".join(f"{_lit(c)}: 'VARCHAR'" for c in header) + "}"
+    listing = ", ".join(_lit(f) for f in files)
+    rejects = f"{view}__rejects"
+    con.execute(f"CREATE OR REPLACE TABLE {_q(view + '__lines')} AS SELECT * FROM read_csv([{listing}], "
+                f"header=true, auto_detect=false, delim=',', quote='\"', escape='\"', "
+                f"columns={columns}, store_rejects=true, rejects_table={_lit(rejects + '_raw')}, "
+                f"rejects_scan={_lit(rejects + '_scan')})")
+    con.execute(
+        f"CREATE OR REPLACE TABLE {_q(rejects)} AS SELECT any_value(s.file_path) AS file, r.line, "
+        f"any_value(r.csv_line) AS payload, any_value(r.column_name) AS field, "
+        f"string_agg(DISTINCT r.error_message, '; ') AS message "
+        f"FROM {_q(rejects + '_raw')} r JOIN {_q(rejects + '_scan')} s USING (scan_id, file_id) "
+        f"GROUP BY r.file_id, r.line ORDER BY r.file_id, r.line")
+    return _q(view + "__lines")
+
+
+# CASE, not AND: DuckDB evaluates both sides of AND, and json_type fails on invalid JSON.
+_IS_OBJECT = "(CASE WHEN json_valid(__line) THEN json_type(__line) = 'OBJECT' ELSE false END)"
+
+
+def _ndjson_scan(con: duckdb.DuckDBPyConnection, files: list[str], view: str, source: Source) -> str:
+    """NDJSON line by line: every top-level value as text, invalid lines to ``<view>__rejects``."""
+    listing = ", ".join(_lit(f) for f in files)
+    con.execute(f"CREATE OR REPLACE TABLE {_q(view + '__lines')} AS SELECT filename AS file, "
+                f"CAST(row_number() OVER () AS BIGINT) AS line, line AS __line FROM read_csv([{listing}], "
+                f"header=false, auto_detect=false, delim='\x1e', quote='', escape='', "
+                f"columns={{'line': 'VARCHAR'}}, filename=true) WHERE trim(line) <> ''")
+    con.execute(f"CREATE OR REPLACE TABLE {_q(view + '__rejects')} AS SELECT file, line, "
+                f"__line AS payload, NULL AS field, 'not a JSON object' AS message "
+                f"FROM {_q(view + '__lines')} WHERE NOT {_IS_OBJECT}")
+    valid = f"(SELECT * FROM {_q(view + '__lines')} WHERE {_IS_OBJECT})"
+    if source.schema_ is not None:
+        keys = list(source.schema_.fields)
+    else:
+        rows = con.sql(f"SELECT DISTINCT unnest(json_keys(__line)) FROM {valid} LIMIT 10000").fetchall()
+        keys = sorted(r[0] for r in rows)
+    cols = ", ".join(f"json_extract_string(__line, {_lit('$.' + json_path_key(k))}) AS {_q(k)}" for k in keys)
+    return f"(SELECT {cols}{', ' if cols else ''}__line FROM {valid} ORDER BY line)"
+
+
+def json_path_key(key: str) -> str:
+    return '"' + key.replace('"', '\\"') + '"'
 
 
 def _redact(dsn: str) -> str:

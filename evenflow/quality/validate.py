@@ -26,10 +26,11 @@ def lit(value: object) -> str:
     return repr(value)
 
 
-_OFFSET = r"'([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$'"
+# A zone offset after a time of day (a bare date's "-01" is not an offset).
+_OFFSET = r"'[0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)? ?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$'"
 # Strict ISO 8601 shape: DuckDB alone would also read "2026-1-5T7:3".
-_ISO = (r"'^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)?)?"
-        r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?$'")
+_ISO = (r"'^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)? ?"
+        r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?)?$'")
 
 
 def infer_schema(con: duckdb.DuckDBPyConnection, raw: str, source: Source) -> Schema:
@@ -40,7 +41,7 @@ def infer_schema(con: duckdb.DuckDBPyConnection, raw: str, source: Source) -> Sc
              "FLOAT": S.Float, "BOOLEAN": S.Bool}
     fields: dict[str, object] = {}
     for name, typ, *_ in con.sql(f"DESCRIBE {q(raw)}").fetchall():
-        if name == "__seq":
+        if name in ("__seq", "__line"):
             continue
         if name in (source.event_time, source.available_time) or typ.startswith("TIMESTAMP"):
             fields[name] = S.Timestamp()
@@ -63,7 +64,7 @@ def _typed(name: str, field: object, raw_type: str | None, source: Source) -> tu
                 value = (f"CASE WHEN regexp_matches({text}, {_OFFSET}) THEN {aware} "
                          f"WHEN regexp_full_match({text}, {_ISO}) "
                          f"THEN timezone({lit(field.tz)}, TRY_CAST({text} AS TIMESTAMP)) END")
-                return value, "unparseable_timestamp"
+                return value, "'unparseable_timestamp'"
             value = f"CASE WHEN regexp_matches({text}, {_OFFSET}) THEN {aware} END"
             reason = (f"CASE WHEN regexp_full_match({text}, {_ISO}) AND "
                       f"TRY_CAST({text} AS TIMESTAMP) IS NOT NULL AND NOT "
@@ -83,8 +84,9 @@ def _typed(name: str, field: object, raw_type: str | None, source: Source) -> tu
     if raw_type == target:
         return col, "'wrong_type'"
     if target == "BIGINT" and raw_type == "VARCHAR":
-        # '3.0' is not an integer; TRY_CAST would round it.
-        return f"TRY_CAST(trim({col}) AS BIGINT)", "'wrong_type'"
+        # '3.5' and '1e3' are not integers; TRY_CAST would round them.
+        return (f"CASE WHEN regexp_full_match(trim({col}), '[+-]?[0-9]+') "
+                f"THEN TRY_CAST(trim({col}) AS BIGINT) END"), "'wrong_type'"
     return f"TRY_CAST({col} AS {target})", "'wrong_type'"
 
 
@@ -92,7 +94,7 @@ def validation_sql(con: duckdb.DuckDBPyConnection, raw: str, source: Source,
                    schema: Schema) -> tuple[str, list[str]]:
     """SQL selecting typed fields, ``__seq`` and ``__fail`` from ``raw``; and the raw columns."""
     described = {r[0]: r[1] for r in con.sql(f"DESCRIBE {q(raw)}").fetchall()}
-    raw_columns = [c for c in described if c != "__seq"]
+    raw_columns = [c for c in described if c != "__seq"]  # __line (NDJSON) is the payload
     required = {c for c in [*source.key, source.event_time, source.available_time] if c}
     selects, fails = [], []
     for name, field in schema.fields.items():
@@ -106,6 +108,10 @@ def validation_sql(con: duckdb.DuckDBPyConnection, raw: str, source: Source,
                 fails.append(f"WHEN TRUE THEN 'missing_field|{name}|the record has no field {name}'")
             continue
         shown = f"CAST({col} AS VARCHAR)"
+        if not nullable and "__line" in described:  # NDJSON: an absent key is not a null
+            path = lit('$."' + name.replace('"', '\\"') + '"')
+            fails.append(f"WHEN NOT json_exists(__line, {path}) THEN "
+                         f"'missing_field|{name}|the record has no field {name}'")
         if not nullable:
             fails.append(f"WHEN {col} IS NULL THEN 'null|{name}|{name} is null'")
         fails.append(f"WHEN {col} IS NOT NULL AND ({value}) IS NULL THEN {bad_type} || "

@@ -36,8 +36,12 @@ def write_table(con: duckdb.DuckDBPyConnection, select_sql: str, url: str, table
         path = url.removeprefix("duckdb:")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         con.execute(f"ATTACH {_lit(path)} AS __wh")
+        parts = table.split(".")
         try:
-            con.execute(f"CREATE OR REPLACE TABLE __wh.{_q(table)} AS {select_sql}")
+            if len(parts) == 2:
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS __wh.{_q(parts[0])}")
+            qualified = ".".join(_q(p) for p in parts)
+            con.execute(f"CREATE OR REPLACE TABLE __wh.{qualified} AS {select_sql}")
         finally:
             con.execute("DETACH __wh")
         return f"{path}#{table}"

@@ -1,0 +1,73 @@
+"""Run evenflow's point-in-time retrieval on the same files as feast_run.py and time it.
+
+Runs in the project venv. Times ``features_at(...)`` from the Parquet files to a pandas frame
+(the same end point as Feast's ``get_historical_features(...).to_df()``): every entity row
+comes back, with the latest feature row at or before its time.
+
+  evenflow_run.py DATA_DIR [--out result.parquet] [--memory-limit 2GB]
+
+Prints one JSON line: {"store": "evenflow", "seconds", "peak_rss_mb", "rows_in", "rows_out", ...}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import threading
+import time
+
+import psutil
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+import evenflow as ef
+from evenflow.batch.retrieval import features_at
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data_dir")
+    ap.add_argument("--out")
+    ap.add_argument("--memory-limit", default="2GB")
+    args = ap.parse_args()
+    d = args.data_dir
+    features = ef.source.parquet(os.path.join(d, "features.parquet"), name="features",
+                                 key="card_id", event_time="event_timestamp")
+    entities = ef.source.parquet(os.path.join(d, "entities.parquet"), name="entities",
+                                 key="card_id", event_time="event_timestamp")
+    fv = ef.FeatureSet("fv", source=features, features=[ef.last(f"f{i}", name=f"f{i}") for i in range(1, 5)])
+    peak = [psutil.Process().memory_info().rss]
+    stop = threading.Event()
+
+    def sample() -> None:
+        proc = psutil.Process()
+        while not stop.wait(0.05):
+            peak[0] = max(peak[0], proc.memory_info().rss)
+
+    before = psutil.Process().memory_info().rss
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    t0 = time.perf_counter()
+    table = features_at(entities, [fv], memory_limit=args.memory_limit)
+    frame = table.to_pandas()
+    seconds = time.perf_counter() - t0
+    stop.set()
+    sampler.join()
+    if args.out:
+        out = table.rename_columns([c.removeprefix("fv__") for c in table.column_names])
+        pq.write_table(out, args.out)
+    print(json.dumps({
+        "store": "evenflow", "seconds": round(seconds, 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "query_peak_rss_mb": round(max(peak[0], before) / 2**20, 1),
+        "rss_before_mb": round(before / 2**20, 1),
+        "rows_in": pq.ParquetFile(os.path.join(d, "entities.parquet")).metadata.num_rows,
+        "rows_out": len(frame),
+        "rows_without_history": json.loads(table.schema.metadata[b"rows_without_history"])["fv"],
+        "arrow_version": pa.__version__,
+    }), flush=True)
+
+
+if __name__ == "__main__":
+    main()

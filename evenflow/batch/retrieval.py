@@ -1,0 +1,78 @@
+"""Point-in-time features for any query rows: batch scoring and historical retrieval.
+
+Each query row is a point (t, a) for one entity. Every query row comes back, in input order,
+with nulls where nothing was known, including rows that repeat an (entity, time) pair. The
+result's schema metadata says how many rows had no history per feature set.
+
+>>> import datetime as dt, json, pyarrow as pa, evenflow as ef
+>>> t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+>>> feats = ef.source.frame(pa.table({"card": ["a"], "ts": [t0], "score": [0.5]}),
+...                         name="feats", key="card", event_time="ts")
+>>> fs = ef.FeatureSet("card", source=feats, features=[ef.last("score")])
+>>> rows = ef.source.frame(pa.table({"card": ["a", "a", "b"],
+...     "ts": [t0 - dt.timedelta(hours=1), t0, t0]}), name="rows", key="card", event_time="ts")
+>>> out = features_at(rows, [fs])
+>>> out.column("card__last_score").to_pylist()
+[None, 0.5, None]
+>>> json.loads(out.schema.metadata[b"rows_without_history"])
+{'card': 2}
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import pyarrow as pa
+
+from evenflow.batch.engine import BatchEngine
+from evenflow.batch.training import _features_at_points
+from evenflow.core.features import FeatureSet
+from evenflow.core.pipeline import Pipeline
+from evenflow.core.source import Source
+from evenflow.core.steps import Artifact
+from evenflow.errors import DefinitionError
+from evenflow.quality.validate import q
+
+
+def features_at(points: Source, feature_sets: list[FeatureSet], *, time: str | None = None,
+                knowledge_time: str | None = None, artifacts: dict[str, Artifact] | None = None,
+                plan: Literal["auto", "window", "join"] = "auto", memory_limit: str = "3GB",
+                threads: int | None = None, engine: BatchEngine | None = None) -> pa.Table:
+    """Features of ``feature_sets`` as of each row of ``points`` (t = ``time``, a = ``knowledge_time``).
+
+    Learned steps use ``artifacts`` (a training set's) when given; otherwise they are fitted on
+    all the events, which is right for exploration and wrong for evaluation.
+    """
+    pipeline = Pipeline(name="features_at", sources={points.name: points}, feature_sets=feature_sets)
+    eng = engine or BatchEngine(pipeline, memory_limit=memory_limit, threads=threads)
+    loaded = eng.load_source(points.name)
+    t_col = time or points.event_time
+    if not t_col:
+        raise DefinitionError("the query rows need a time column",
+                              fix="pass time= or declare event_time on the points source")
+    for column in (t_col, knowledge_time):
+        if column and column not in loaded.schema.fields:
+            raise DefinitionError(f"query rows have no column {column!r}", field=column,
+                                  fix=f"their columns: {', '.join(loaded.schema.fields)}")
+    a_expr = f"epoch_us({q(knowledge_time)})" if knowledge_time else "__t"
+    eng.con.execute(f"CREATE OR REPLACE TABLE __points AS SELECT *, __qid_ AS __qid, __t_ AS __t, "
+                    f"{a_expr.replace('__t', '__t_')} AS __a FROM (SELECT *, __seq AS __qid_, "
+                    f"epoch_us({q(t_col)}) AS __t_ FROM {q(loaded.table)})")
+    select = [f"p.{q(c)}" for c in loaded.schema.fields]
+    joins, without = "", {}
+    for i, fs in enumerate(feature_sets):
+        ev = eng.prepare(fs, artifacts=artifacts)
+        missing = [k for k in ev.key if k not in loaded.schema.fields]
+        if missing:
+            raise DefinitionError(f"feature set {fs.name!r} is keyed by {ev.key}, but the query rows "
+                                  f"lack {missing}", field=missing[0])
+        with eng.reporter.stage(f"features {fs.name} at query rows"):
+            table = _features_at_points(eng, ev, plan)
+        select += [f"f{i}.{q(n)} AS {q(f'{fs.name}__{n}')}" for n in fs.feature_names]
+        joins += f" LEFT JOIN {q(table)} AS f{i} ON f{i}.__qid = p.__qid"
+        without[fs.name] = eng._count(table, "WHERE __history = 0")
+    result = eng.con.sql(f"SELECT {', '.join(select)} FROM __points AS p{joins} "
+                         f"ORDER BY p.__qid").to_arrow_table()
+    meta = {b"rows_without_history": json.dumps(without).encode()}
+    return result.replace_schema_metadata(meta)
