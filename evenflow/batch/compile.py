@@ -238,8 +238,12 @@ def asof_sql(ev: EventsShape, aggs: list[Aggregate], points: str, nonnull: set[s
         where = f" WHERE {q(f)} IS NOT NULL" if f else ""
         reduced = (f"SELECT {', '.join(keys)}, __t, {', '.join(step)} FROM ({_event_rows(ev, with_qid=False)})"
                    f"{where} GROUP BY {', '.join(keys)}, __t")
-        ctes.append(f"r{gi} AS (SELECT {', '.join(keys)}, __t, {', '.join(running)} FROM ({reduced}) "
-                    f"WINDOW w AS (PARTITION BY {', '.join(keys)} ORDER BY __t ROWS UNBOUNDED PRECEDING))")
+        if any(a.agg not in ("last", "since_last") for a in members):
+            ctes.append(f"r{gi} AS (SELECT {', '.join(keys)}, __t, {', '.join(running)} FROM ({reduced}) "
+                        f"WINDOW w AS (PARTITION BY {', '.join(keys)} ORDER BY __t ROWS UNBOUNDED PRECEDING))")
+        else:
+            # the latest (entity, time) row already holds the latest non-null values: no running pass
+            ctes.append(f"r{gi} AS ({reduced})")
         for closed in sorted({a.closed for a in members}):
             alias = f"j{gi}{closed[0]}"
             op = ">=" if closed == "right" else ">"

@@ -128,19 +128,19 @@ class BatchEngine:
             sql, raw_columns = validation_sql(self.con, raw, source, schema)
             payload = "r.__line" if "__line" in raw_columns else payload_sql(raw_columns, "r.")
             raw_columns = [c for c in raw_columns if c != "__line"]
-            self.con.execute(f"CREATE OR REPLACE TEMP TABLE {q(table + '__checked')} AS {sql}")
+            # The checks run twice (bad rows out, good rows in) rather than materializing every
+            # row's verdict: the second pass is cheaper than a full extra copy.
+            checked = f"({sql})"
             rejected = self._quarantine_rejects(raw, name)
             self.con.execute(
                 f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, c.__seq, "
                 f"{payload}, split_part(c.__fail, '|', 1), "
                 f"split_part(c.__fail, '|', 2), 'schema', "
                 f"regexp_extract(c.__fail, '^[^|]*[|][^|]*[|](.*)$', 1) "
-                f"FROM {q(table + '__checked')} c JOIN {q(raw)} r USING (__seq) "
-                f"WHERE c.__fail IS NOT NULL")
+                f"FROM (SELECT * FROM {checked} WHERE __fail IS NOT NULL) c JOIN {q(raw)} r USING (__seq)")
             cols = ", ".join(q(c) for c in schema.fields)
             self.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS SELECT {cols}, __seq "
-                             f"FROM {q(table + '__checked')} WHERE __fail IS NULL")
-            self.con.execute(f"DROP TABLE {q(table + '__checked')}")
+                             f"FROM {checked} WHERE __fail IS NULL")
         rows_in = self._count(raw) + rejected
         loaded = LoadedSource(source, schema, raw, table, raw_columns, rows_in,
                               rows_in - self._count(table), version, payload)
@@ -239,7 +239,7 @@ class BatchEngine:
     def _unique(self, current: str, table: str, loaded: LoadedSource, fs: FeatureSet) -> int:
         unique = [n for n, f in loaded.schema.fields.items() if f.unique]
         if not unique:
-            self.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS SELECT * FROM {q(current)}")
+            self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT * FROM {q(current)}")
             return 0
         firsts = ", ".join(
             f"first_value(__seq) OVER (PARTITION BY {q(u)} ORDER BY __seq) AS {q('__first_' + u)}"

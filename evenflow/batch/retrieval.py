@@ -71,7 +71,7 @@ def features_at(points: Source, feature_sets: list[FeatureSet], *, time: str | N
             table = _features_at_points(eng, ev, plan)
         select += [f"f{i}.{q(n)} AS {q(f'{fs.name}__{n}')}" for n in fs.feature_names]
         joins += f" LEFT JOIN {q(table)} AS f{i} ON f{i}.__qid = p.__qid"
-        without[fs.name] = eng._count(table, "WHERE __history = 0")
+        without[fs.name] = eng._count(table, "WHERE __history IS NULL")
     result = eng.con.sql(f"SELECT {', '.join(select)} FROM __points AS p{joins} "
                          f"ORDER BY p.__qid").to_arrow_table()
     meta = {b"rows_without_history": json.dumps(without).encode()}

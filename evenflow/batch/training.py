@@ -173,7 +173,7 @@ def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,
         cols = [f"f.{q(name)} AS {q(prefix + name)}" for name in fs.feature_names]
         feature_columns += [prefix + name for name in fs.feature_names]
         joins.append((table, cols))
-        no_history = eng._count(table, "WHERE __history = 0")
+        no_history = eng._count(table, "WHERE __history IS NULL")
         card_sets.append({"name": fs.name, "key": ev.key, "features": fs.feature_names,
                           "rows_without_history": no_history, **ev.accounting()})
     select = [f"p.{q(c)}" for c in label_cols if c not in ("__seq",)]
@@ -223,7 +223,8 @@ def _event_fit_where(pipeline: Pipeline, fs: FeatureSet, spec: TrainingSetSpec, 
 
 def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]) -> str:
     fs = ev.feature_set
-    history = Aggregate(agg="count", name="__history")
+    # null when the entity had no event at or before t: the row had no history
+    history = Aggregate(agg="since_last", closed="right", name="__history")
     probe = fs.model_copy(update={"features": [*fs.features, history]})
     keys = ", ".join(q(k) for k in ev.key)
     points = f"(SELECT __qid, {keys}, __t, __a FROM __points)"
