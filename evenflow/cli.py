@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.syntax import Syntax
 from rich.table import Table
 
@@ -36,11 +43,11 @@ class RichReporter:
         self.timings: list[tuple[str, float]] = []
 
     @contextlib.contextmanager
-    def stage(self, name: str, *, total: int | None = None) -> Iterator[None]:
+    def stage(self, name: str, *, total: int | None = None) -> Iterator[Callable[[float], None]]:
         task = self.progress.add_task(name, total=total)
         start = time.perf_counter()
         try:
-            yield
+            yield lambda done: self.progress.update(task, completed=done)
         finally:
             took = time.perf_counter() - start
             self.timings.append((name, took))
@@ -50,7 +57,8 @@ class RichReporter:
 
 @contextlib.contextmanager
 def _progress() -> Iterator[RichReporter]:
-    columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
+               TaskProgressColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=err_console, transient=False) as progress:
         yield RichReporter(progress)
 

@@ -17,7 +17,8 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -36,15 +37,19 @@ from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validat
 
 
 class Reporter(Protocol):
-    """Receives progress; the CLI shows it with Rich. Keyword-only so it can grow."""
+    """Receives progress; the CLI shows it with Rich. Keyword-only so it can grow.
 
-    def stage(self, name: str, *, total: int | None = None) -> contextlib.AbstractContextManager[Any]: ...
+    ``stage`` yields a callable taking the stage's percentage done (0-100).
+    """
+
+    def stage(self, name: str, *, total: int | None = None
+              ) -> contextlib.AbstractContextManager[Callable[[float], None]]: ...
 
 
 class SilentReporter:
     @contextlib.contextmanager
-    def stage(self, name: str, *, total: int | None = None) -> Iterator[None]:
-        yield
+    def stage(self, name: str, *, total: int | None = None) -> Iterator[Callable[[float], None]]:
+        yield lambda percent: None
 
 
 @dataclass
@@ -98,6 +103,8 @@ class BatchEngine:
         self.reporter: Reporter = reporter or SilentReporter()
         self.con = duckdb.connect(config={"preserve_insertion_order": True})
         self.con.execute("SET TimeZone='UTC'")
+        # progress is read by the reporter (query_progress), never printed by DuckDB itself
+        self.con.execute("SET enable_progress_bar=true; SET enable_progress_bar_print=false")
         self.con.execute(f"SET memory_limit={lit(memory_limit)}")
         tmp = temp_directory or os.path.join(tempfile.gettempdir(), "evenflow-spill")
         self.con.execute(f"SET temp_directory={lit(tmp)}")
@@ -112,6 +119,29 @@ class BatchEngine:
             "CREATE TABLE __duplicates (source VARCHAR, feature_set VARCHAR, record BIGINT, "
             "kept_record BIGINT, step VARCHAR, key VARCHAR)")
 
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """A named stage; while it runs, DuckDB's progress on the current query is reported."""
+        with self.reporter.stage(name, total=100) as update:
+            done = threading.Event()
+
+            def poll() -> None:
+                while not done.wait(0.25):
+                    try:
+                        percent = self.con.query_progress()
+                    except duckdb.Error:
+                        return
+                    if percent >= 0:
+                        update(percent)
+
+            poller = threading.Thread(target=poll, daemon=True)
+            poller.start()
+            try:
+                yield
+            finally:
+                done.set()
+                poller.join()
+
     # -- sources ---------------------------------------------------------------------------------
     def load_source(self, name: str) -> LoadedSource:
         """Read and validate a source once; invalid records go to quarantine."""
@@ -119,12 +149,12 @@ class BatchEngine:
             return self._loaded[name]
         source = self.pipeline.sources[name]
         raw, table = f"raw__{name}", f"src__{name}"
-        with self.reporter.stage(f"read {name}"):
+        with self.stage(f"read {name}"):
             version = open_source(self.con, source, raw)
         schema = source.schema_ or infer_schema(self.con, raw, source)
         if source.event_time and source.event_time not in schema.fields:
             raise DefinitionError(f"source {name!r}: event_time {source.event_time!r} not in schema")
-        with self.reporter.stage(f"validate {name}"):
+        with self.stage(f"validate {name}"):
             sql, raw_columns = validation_sql(self.con, raw, source, schema)
             payload = "r.__line" if "__line" in raw_columns else payload_sql(raw_columns, "r.")
             raw_columns = [c for c in raw_columns if c != "__line"]
@@ -190,7 +220,7 @@ class BatchEngine:
             name = f"{base}__{i}"
             art_key = f"{fs.name}/{step.id}"
             if isinstance(step, Dedup):
-                with self.reporter.stage(f"{fs.name}: {step.id}"):
+                with self.stage(f"{fs.name}: {step.id}"):
                     duplicates += self._dedup(current, name, step, source, fs)
             else:
                 if art_key in artifacts:
@@ -206,7 +236,7 @@ class BatchEngine:
                                  f"SELECT * REPLACE ({replace}) FROM {q(current)}")
             current = name
         table = f"{base}"
-        with self.reporter.stage(f"{fs.name}: unique checks"):
+        with self.stage(f"{fs.name}: unique checks"):
             quarantined = self._unique(current, table, loaded, fs)
         value_columns = [c for c in loaded.schema.fields
                          if c not in key and c != source.event_time]

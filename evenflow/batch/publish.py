@@ -33,7 +33,7 @@ def write_side_tables(engine: BatchEngine, output: Output) -> dict[str, str]:
     lake = output.lakehouse_path()
     written: dict[str, str] = {}
     for name, loaded in engine._loaded.items():
-        with engine.reporter.stage(f"land raw {name} (bronze)"):
+        with engine.stage(f"land raw {name} (bronze)"):
             raw = engine.con.sql(f"SELECT * FROM {q(loaded.raw)}").to_arrow_table()
             land_raw(lake / "bronze" / name, raw, source=name, run_id=engine.run_id)
             written[f"bronze/{name}"] = str(lake / "bronze" / name)
@@ -52,14 +52,14 @@ def write_training_set(ts: TrainingSet, output: Output) -> dict[str, str]:
     folder = Path(output.directory) / ts.name
     folder.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
-    with eng.reporter.stage("write warehouse table"):
+    with eng.stage("write warehouse table"):
         written["warehouse"] = write_table(eng.con, "SELECT * FROM __training_set",
                                            output.warehouse_url(), ts.name)
-    with eng.reporter.stage("write Parquet export"):
+    with eng.stage("write Parquet export"):
         path = folder / "training_set.parquet"
         eng.con.execute(f"COPY (SELECT * FROM __training_set) TO {lit(str(path))} (FORMAT parquet)")
         written["parquet"] = str(path)
-    with eng.reporter.stage("write gold Delta table"):
+    with eng.stage("write gold Delta table"):
         gold = output.lakehouse_path() / "gold" / ts.name
         write_delta(gold, ts.table, mode="overwrite",
                     metadata={"fingerprint": ts.fingerprint, "run_id": eng.run_id})
@@ -79,14 +79,14 @@ def write_features(engine: BatchEngine, prepared: list[PreparedEvents], output: 
     written: dict[str, Any] = {}
     for ev in prepared:
         name = ev.feature_set.name
-        with engine.reporter.stage(f"write silver/{name}"):
+        with engine.stage(f"write silver/{name}"):
             silver = engine.con.sql(f"SELECT * EXCLUDE (__seq) FROM {q(ev.table)} ORDER BY __seq").arrow()
             write_delta(lake / "silver" / name, silver, mode="overwrite",
                         metadata={"run_id": engine.run_id})
-        with engine.reporter.stage(f"features {name} at every event -> gold/{name}"):
+        with engine.stage(f"features {name} at every event -> gold/{name}"):
             gold = engine.con.sql(engine.features_sql(ev)).arrow()
             write_delta(lake / "gold" / name, gold, mode="overwrite", metadata={"run_id": engine.run_id})
-        with engine.reporter.stage(f"write warehouse table {name}"):
+        with engine.stage(f"write warehouse table {name}"):
             write_table(engine.con, engine.features_sql(ev), output.warehouse_url(), name)
         written[name] = {"silver": str(lake / "silver" / name), "gold": str(lake / "gold" / name)}
     written.update(write_side_tables(engine, output))

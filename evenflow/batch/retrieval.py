@@ -67,7 +67,7 @@ def features_at(points: Source, feature_sets: list[FeatureSet], *, time: str | N
         if missing:
             raise DefinitionError(f"feature set {fs.name!r} is keyed by {ev.key}, but the query rows "
                                   f"lack {missing}", field=missing[0])
-        with eng.reporter.stage(f"features {fs.name} at query rows"):
+        with eng.stage(f"features {fs.name} at query rows"):
             table = _features_at_points(eng, ev, plan)
         select += [f"f{i}.{q(n)} AS {q(f'{fs.name}__{n}')}" for n in fs.feature_names]
         joins += f" LEFT JOIN {q(table)} AS f{i} ON f{i}.__qid = p.__qid"

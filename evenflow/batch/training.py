@@ -144,7 +144,7 @@ def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,
     split_expr, split_info = _split_sql(spec, longest, t_col)
     a_expr = f"epoch_us({q(spec.knowledge_time)})" if spec.knowledge_time else "__t"
     label_cols = list(labels.schema.fields)
-    with eng.reporter.stage("split label rows"):
+    with eng.stage("split label rows"):
         con.execute(f"CREATE OR REPLACE TABLE __points0 AS SELECT *, __seq AS __qid, "
                     f"epoch_us({q(t_col)}) AS __t FROM {q(labels.table)} "
                     f"WHERE {q(spec.label)} IS NOT NULL")
@@ -167,7 +167,7 @@ def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,
             raise DefinitionError(f"feature set {fs.name!r} is keyed by {ev.key}, but the label rows "
                                   f"lack {missing}", field=missing[0],
                                   fix="add the key column(s) to the labels source")
-        with eng.reporter.stage(f"features {fs.name} at label times"):
+        with eng.stage(f"features {fs.name} at label times"):
             table = _features_at_points(eng, ev, plan)
         prefix = f"{fs.name}__"
         cols = [f"f.{q(name)} AS {q(prefix + name)}" for name in fs.feature_names]
