@@ -187,3 +187,21 @@ def test_fraud_example_features_carry_signal(tmp_path: Path) -> None:
     scores = train.evaluate(Path(written["parquet"]))
     assert scores["with windowed features"] > scores["baseline (no windows)"] + 0.1
     assert all(s["reconciles"] for s in ts.card["feature_sets"])
+
+
+def test_serving_features_reuse_the_training_artifacts() -> None:
+    """Features at every event with a training set's artifacts apply its fitted values unchanged."""
+    from evenflow.batch.engine import BatchEngine
+
+    ev = events()
+    test_from = T0 + 45 * DAY
+    p = pipeline(ef.TimeSplit(test_from=test_from.isoformat(), gap="1d"),
+                 steps=[ef.Impute("amount", "median")], ev=ev)
+    ts = build(p)
+    fs = p.feature_set("card")
+    fitted = ts.artifacts["card/impute:amount"]["value"]
+    served = BatchEngine(p).features_at_events(fs, artifacts=ts.artifacts)
+    refit = BatchEngine(p).features_at_events(fs)  # fitted on every event: a different value
+    nulls = [i for i, a in enumerate(column(ev, "amount")) if a is None]
+    assert {column(served, "amount")[i] for i in nulls} == {fitted}
+    assert {column(refit, "amount")[i] for i in nulls} != {fitted}
