@@ -146,19 +146,26 @@ def window_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> st
 
 
 def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> str:
-    """Aggregates by the join plan (bitemporal). ``points`` needs ``__qid``, keys, ``__t``, ``__a``."""
+    """Aggregates by the join plan. ``points`` needs ``__qid``, keys, ``__t``, ``__a``.
+
+    When every window is bounded, time buckets of the longest window's width join the hash key:
+    a query point probes its own bucket and the one before, so it meets only the events of its
+    window's neighbourhood, never its entity's whole history.
+    """
     av = f"epoch_us({q(ev.available_time)})" if ev.available_time else f"epoch_us({q(ev.event_time)})"
     cols = [*(q(k) for k in ev.key), *(q(c) for c in ev.value_columns)]
-    events = (f"SELECT {', '.join(cols)}, epoch_us({q(ev.event_time)}) AS __t, {av} AS __a, "
-              f"__seq AS __s, 1 AS __ev, epoch_us({q(ev.event_time)}) AS __tev FROM {ev.table}")
-    if points is None:
-        points_sql = f"(SELECT __s AS __qid, {', '.join(q(k) for k in ev.key)}, __t, __a FROM ({events}))"
-    else:
-        points_sql = points
     windows = [a.window_us for a in aggs]
-    lower = "" if any(w is None for w in windows) else \
-        f" AND e.__t > p.__t - {max(w for w in windows if w is not None)}"
+    longest = None if any(w is None for w in windows) else max(w for w in windows if w is not None)
+    bucket = f", epoch_us({q(ev.event_time)}) // {longest} AS __b" if longest else ""
+    events = (f"SELECT {', '.join(cols)}, epoch_us({q(ev.event_time)}) AS __t, {av} AS __a, "
+              f"__seq AS __s, 1 AS __ev, epoch_us({q(ev.event_time)}) AS __tev{bucket} FROM {ev.table}")
+    keys = ", ".join(q(k) for k in ev.key)
+    points_sql = points or f"(SELECT __s AS __qid, {keys}, __t, __a FROM ({events}))"
     on = " AND ".join(f"e.{q(k)} = p.{q(k)}" for k in ev.key)
+    if longest:
+        points_sql = (f"(SELECT __qid, {keys}, __t, __a, __t // {longest} - __k AS __b "
+                      f"FROM {points_sql}, range(2) AS __r(__k))")
+        on += f" AND e.__b = p.__b AND e.__t > p.__t - {longest}"
     selects = []
     for a in aggs:
         cond = ["e.__ev IS NOT NULL"]
@@ -169,8 +176,18 @@ def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> str:
         raw = f"{_agg_call(a, 'e.', ints=ev.int_columns)} FILTER (WHERE {' AND '.join(cond)})"
         selects.append(f"{_finish(a, raw, 'p.__t', ev.int_columns)} AS {q(a.name)}")
     return (f"SELECT p.__qid, {', '.join(selects)} FROM {points_sql} AS p "
-            f"LEFT JOIN ({events}) AS e ON {on} AND e.__t <= p.__t{lower} AND e.__a <= p.__a "
+            f"LEFT JOIN ({events}) AS e ON {on} AND e.__t <= p.__t AND e.__a <= p.__a "
             f"GROUP BY p.__qid, p.__t")
+
+
+def join_pairs_sql(ev: EventsShape, points: str, longest: int) -> str:
+    """How many (query point, event) pairs the bucketed join would form: its cost."""
+    keys = ", ".join(q(k) for k in ev.key)
+    on = " AND ".join(f"e.{q(k)} = p.{q(k)}" for k in ev.key)
+    return (f"WITH e AS (SELECT {keys}, epoch_us({q(ev.event_time)}) // {longest} AS b, count(*) AS n "
+            f"FROM {ev.table} GROUP BY ALL), "
+            f"p AS (SELECT {keys}, __t // {longest} AS b, count(*) AS n FROM {points} GROUP BY ALL) "
+            f"SELECT coalesce(sum(p.n * e.n), 0) FROM p JOIN e ON {on} AND e.b IN (p.b, p.b - 1)")
 
 
 def derived_sql(aggregates_sql: str, record_sql: str, aggs: list[Aggregate],

@@ -68,10 +68,9 @@ def features_at(points: Source, feature_sets: list[FeatureSet], *, time: str | N
             raise DefinitionError(f"feature set {fs.name!r} is keyed by {ev.key}, but the query rows "
                                   f"lack {missing}", field=missing[0])
         with eng.stage(f"features {fs.name} at query rows"):
-            table = _features_at_points(eng, ev, plan)
+            table, without[fs.name] = _features_at_points(eng, ev, plan)
         select += [f"f{i}.{q(n)} AS {q(f'{fs.name}__{n}')}" for n in fs.feature_names]
         joins += f" LEFT JOIN {q(table)} AS f{i} ON f{i}.__qid = p.__qid"
-        without[fs.name] = eng._count(table, "WHERE __history IS NULL")
     result = eng.con.sql(f"SELECT {', '.join(select)} FROM __points AS p{joins} "
                          f"ORDER BY p.__qid").to_arrow_table()
     meta = {b"rows_without_history": json.dumps(without).encode()}

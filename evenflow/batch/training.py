@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from evenflow.batch import compile as C
 from evenflow.batch.engine import BatchEngine, PreparedEvents
-from evenflow.core.features import Aggregate, FeatureSet
+from evenflow.core.features import FeatureSet
 from evenflow.core.pipeline import Output, Pipeline, TrainingSetSpec
 from evenflow.core.source import Source
 from evenflow.core.split import GroupSplit, RandomSplit, SplitType, TimeSplit
@@ -168,12 +168,11 @@ def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,
                                   f"lack {missing}", field=missing[0],
                                   fix="add the key column(s) to the labels source")
         with eng.stage(f"features {fs.name} at label times"):
-            table = _features_at_points(eng, ev, plan)
+            table, no_history = _features_at_points(eng, ev, plan)
         prefix = f"{fs.name}__"
         cols = [f"f.{q(name)} AS {q(prefix + name)}" for name in fs.feature_names]
         feature_columns += [prefix + name for name in fs.feature_names]
         joins.append((table, cols))
-        no_history = eng._count(table, "WHERE __history IS NULL")
         card_sets.append({"name": fs.name, "key": ev.key, "features": fs.feature_names,
                           "rows_without_history": no_history, **ev.accounting()})
     select = [f"p.{q(c)}" for c in label_cols if c not in ("__seq",)]
@@ -221,14 +220,12 @@ def _event_fit_where(pipeline: Pipeline, fs: FeatureSet, spec: TrainingSetSpec, 
     return where
 
 
-def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]) -> str:
+def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]
+                        ) -> tuple[str, int]:
+    """Features of ``ev`` at ``__points``: the table's name and the rows without history."""
     fs = ev.feature_set
-    # null when the entity had no event at or before t: the row had no history
-    history = Aggregate(agg="since_last", closed="right", name="__history")
-    probe = fs.model_copy(update={"features": [*fs.features, history]})
     keys = ", ".join(q(k) for k in ev.key)
     points = f"(SELECT __qid, {keys}, __t, __a FROM __points)"
-    shaped = PreparedEvents(**{**ev.__dict__, "feature_set": probe})
     # The window plan ignores a; it is exact when every event is known at its event time and
     # every query's knowledge time is at or after its valid time (then a excludes nothing).
     late_knowledge = eng.con.sql("SELECT count(*) FROM __points WHERE __a < __t").fetchall()[0][0]
@@ -236,16 +233,16 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
     if plan == "window" and not window_ok:
         raise DefinitionError("the window plan cannot honour available_time or a knowledge time "
                               "earlier than the observation time", fix="use plan='join' or 'auto'")
-    chosen: Literal["auto", "window", "join"] = plan if plan != "auto" else ("window" if window_ok else "join")
-    aggs_sql = eng.aggregates_sql(shaped, points, chosen)
+    chosen: Literal["auto", "window", "join"] = plan if window_ok else "join"
+    aggs_sql = eng.aggregates_sql(ev, points, chosen)
     if fs.derived:
         columns = {r[0] for r in eng.con.sql("DESCRIBE __points").fetchall()}
-        sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", probe.aggregates, fs.derived, [], columns)
+        sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", fs.aggregates, fs.derived, [], columns)
     else:
         sql = aggs_sql
     table = f"__feat__{fs.name}"
     eng.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS {sql}")
-    return table
+    return table, eng.rows_without_history(ev, "__points")
 
 
 def _card(eng: BatchEngine, spec: TrainingSetSpec, pipeline: Pipeline, table: pa.Table,
