@@ -145,8 +145,12 @@ def window_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> st
             f"QUALIFY __qid IS NOT NULL")
 
 
-def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> str:
+def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None, *,
+             bitemporal: bool = True) -> str:
     """Aggregates by the join plan. ``points`` needs ``__qid``, keys, ``__t``, ``__a``.
+
+    ``bitemporal=False`` promises that ``available_time <= a`` excludes nothing (events known
+    at their event time, every ``a >= t``), which drops that predicate.
 
     When every window is bounded, time buckets of the longest window's width join the hash key:
     a query point probes its own bucket and the one before, so it meets only the events of its
@@ -168,15 +172,18 @@ def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> str:
         on += f" AND e.__b = p.__b AND e.__t > p.__t - {longest}"
     selects = []
     for a in aggs:
-        cond = ["e.__ev IS NOT NULL"]
-        if a.window_us is not None:
+        cond = []  # unmatched rows of the LEFT JOIN carry nulls, which every aggregate skips
+        if a.window_us is not None and a.window_us != longest:
             cond.append(f"e.__t > p.__t - {a.window_us}")
         if a.closed == "left":
             cond.append("e.__t < p.__t")
-        raw = f"{_agg_call(a, 'e.', ints=ev.int_columns)} FILTER (WHERE {' AND '.join(cond)})"
+        raw = _agg_call(a, "e.", ints=ev.int_columns)
+        if cond:
+            raw += f" FILTER (WHERE {' AND '.join(cond)})"
         selects.append(f"{_finish(a, raw, 'p.__t', ev.int_columns)} AS {q(a.name)}")
+    known = " AND e.__a <= p.__a" if bitemporal else ""
     return (f"SELECT p.__qid, {', '.join(selects)} FROM {points_sql} AS p "
-            f"LEFT JOIN ({events}) AS e ON {on} AND e.__t <= p.__t AND e.__a <= p.__a "
+            f"LEFT JOIN ({events}) AS e ON {on} AND e.__t <= p.__t{known} "
             f"GROUP BY p.__qid, p.__t")
 
 

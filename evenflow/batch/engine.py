@@ -333,7 +333,7 @@ class BatchEngine:
             parts.append(C.asof_sql(shape, running, points, self._nonnull_columns(ev, running)))
         if bounded:
             if plan == "auto" and self._join_is_cheap(shape, bounded, points):
-                parts.append(C.join_sql(shape, bounded, points))
+                parts.append(C.join_sql(shape, bounded, points, bitemporal=False))
             else:
                 rest = bounded + rest
         if rest:

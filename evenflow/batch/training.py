@@ -145,12 +145,10 @@ def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,
     a_expr = f"epoch_us({q(spec.knowledge_time)})" if spec.knowledge_time else "__t"
     label_cols = list(labels.schema.fields)
     with eng.stage("split label rows"):
-        con.execute(f"CREATE OR REPLACE TABLE __points0 AS SELECT *, __seq AS __qid, "
-                    f"epoch_us({q(t_col)}) AS __t FROM {q(labels.table)} "
-                    f"WHERE {q(spec.label)} IS NOT NULL")
         con.execute(f"CREATE OR REPLACE TABLE __points AS SELECT *, {a_expr} AS __a, "
-                    f"{split_expr} AS __split FROM __points0")
-        con.execute("DROP TABLE __points0")
+                    f"{split_expr} AS __split FROM (SELECT *, __seq AS __qid, "
+                    f"epoch_us({q(t_col)}) AS __t FROM {q(labels.table)} "
+                    f"WHERE {q(spec.label)} IS NOT NULL)")
     missing_label = labels.rows_in - labels.quarantined - eng._count("__points")
     train = con.sql("SELECT min(__t), max(__t) FROM __points WHERE __split = 'train'").fetchall()[0]
     if train[1] is None:

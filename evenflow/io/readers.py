@@ -66,13 +66,18 @@ def open_source(con: duckdb.DuckDBPyConnection, source: Source, view: str) -> di
         elif fmt == "ndjson":
             scan = _ndjson_scan(con, files, view, source)
         else:
-            scan = f"read_parquet([{listing}])"
+            scan = ""
         digest = hashlib.sha256()
         for f in files:
             stat = os.stat(f)
             digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         version.update(path=source.path or "", files=str(len(files)), stamp=digest.hexdigest()[:16])
         body = f"SELECT *, CAST(row_number() OVER () AS BIGINT) - 1 AS __seq FROM {scan}"
+        if fmt == "parquet":
+            # A view, not a copy: Parquet is cheap to scan again, and file_row_number makes the
+            # record positions the same on every scan.
+            con.execute(f"CREATE OR REPLACE VIEW {_q(view)} AS {_parquet_scan(files)}")
+            return version
     elif fmt == "delta":
         try:
             from deltalake import DeltaTable
@@ -120,6 +125,27 @@ def open_source(con: duckdb.DuckDBPyConnection, source: Source, view: str) -> di
                           file=source.path or source.table,
                           fix="check the format= and that the file is complete") from None
     return version
+
+
+def _parquet_scan(files: list[str]) -> str:
+    import pyarrow.parquet as pq
+
+    listing = ", ".join(_lit(f) for f in files)
+    seq = "file_row_number"
+    if len(files) > 1:
+        offsets, total = [], 0
+        for f in files:
+            offsets.append(f"WHEN {_lit(f)} THEN {total}")
+            total += pq.ParquetFile(f).metadata.num_rows
+        seq = f"(CASE filename {' '.join(offsets)} END + file_row_number)"
+    try:
+        columns = [c for c in pq.ParquetFile(files[0]).schema_arrow.names]
+    except Exception as exc:
+        raise SourceError(f"not a readable Parquet file: {exc}", file=files[0],
+                          fix="check that the file is complete and is Parquet") from None
+    cols = ", ".join(_q(c) for c in columns)
+    return (f"SELECT {cols}, CAST({seq} AS BIGINT) AS __seq FROM read_parquet([{listing}], "
+            f"file_row_number=true, filename=true)")
 
 
 def _header(path: str) -> list[str]:
