@@ -60,24 +60,18 @@ def open_source(con: duckdb.DuckDBPyConnection, source: Source, view: str) -> di
     version: dict[str, str] = {"format": fmt}
     if fmt in ("csv", "ndjson", "parquet"):
         files = _files(source)
-        listing = ", ".join(_lit(f) for f in files)
-        if fmt == "csv":
-            scan = _csv_scan(con, files, view)
-        elif fmt == "ndjson":
-            scan = _ndjson_scan(con, files, view, source)
-        else:
-            scan = ""
         digest = hashlib.sha256()
         for f in files:
             stat = os.stat(f)
             digest.update(f"{f}:{stat.st_size}:{stat.st_mtime_ns}".encode())
         version.update(path=source.path or "", files=str(len(files)), stamp=digest.hexdigest()[:16])
-        body = f"SELECT *, CAST(row_number() OVER () AS BIGINT) - 1 AS __seq FROM {scan}"
         if fmt == "parquet":
             # A view, not a copy: Parquet is cheap to scan again, and file_row_number makes the
             # record positions the same on every scan.
             con.execute(f"CREATE OR REPLACE VIEW {_q(view)} AS {_parquet_scan(files)}")
             return version
+        scan = _csv_scan(con, files, view) if fmt == "csv" else _ndjson_scan(con, files, view, source)
+        body = f"SELECT *, CAST(row_number() OVER () AS BIGINT) - 1 AS __seq FROM {scan}"
     elif fmt == "delta":
         try:
             from deltalake import DeltaTable
