@@ -17,6 +17,7 @@ import resource
 import threading
 import time
 
+import pandas  # noqa: F401 - imported before the clock, as Feast's process has it loaded
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
