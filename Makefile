@@ -6,7 +6,7 @@ N ?= 1000000
 SEED ?= 7
 FRAUD := examples/fraud
 
-.PHONY: demo test test-all bench lint install services clean
+.PHONY: demo test test-all bench bench-feast lint install services clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,22 @@ test: install services
 test-all: install services
 	$(PY) -m pytest
 
+# Windowed features at 1M label times over 10M events (about 15 minutes; QUICK=1 for a smoke run).
 bench: install
-	$(PY) benchmarks/windowed_features.py
+	$(PY) benchmarks/windowed_features.py $(if $(QUICK),--quick,--events 10000000 --labels 1000000 --cards 200000)
+
+# Point-in-time join against Feast's offline stores; Feast lives in its own virtualenv.
+FEAST_VENV := benchmarks/.venvs/feast
+$(FEAST_VENV)/.installed:
+	$(PYTHON) -m venv $(FEAST_VENV)
+	$(FEAST_VENV)/bin/pip install --quiet "feast[duckdb]==0.67.0" psutil
+	touch $@
+
+bench-feast: install $(FEAST_VENV)/.installed
+	$(PY) benchmarks/feast_pit/drive.py --sizes 100k --keys uniform,zipf --stores file,duckdb,evenflow
+	$(PY) benchmarks/feast_pit/drive.py --sizes 20k,30k,50k --keys zipf --stores file,duckdb,evenflow
+	$(PY) benchmarks/feast_pit/drive.py --sizes 1m --keys uniform --stores file,duckdb,evenflow
+	$(PY) benchmarks/feast_pit/drive.py --table
 
 lint: install
 	$(VENV)/bin/ruff check evenflow tests examples benchmarks
