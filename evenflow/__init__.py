@@ -5,6 +5,7 @@
 'count_1h'
 """
 
+from evenflow.batch.retrieval import features_at
 from evenflow.batch.training import TrainingSet, training_set
 from evenflow.core import source
 from evenflow.core.features import (
