@@ -65,6 +65,7 @@ __all__ = [
     "count",
     "derive",
     "distinct",
+    "features_at",
     "first",
     "last",
     "max",
