@@ -167,6 +167,9 @@ def test_training_set_writes_warehouse_parquet_delta_and_card(tmp_path: Path) ->
     assert con.sql("SELECT count(*) FROM t").fetchall()[0][0] == ts.table.num_rows
     assert pa.parquet.read_table(written["parquet"]).num_rows == ts.table.num_rows  # type: ignore[attr-defined]
     assert DeltaTable(written["gold"]).to_pyarrow_table().num_rows == ts.table.num_rows
+    bronze = DeltaTable(written["bronze/tx"]).to_pyarrow_table()
+    assert bronze.num_rows == 2000 and bronze.schema.field("amount").type == pa.string()
+    assert sorted(bronze.column("_record").to_pylist()) == list(range(2000))
     card = (tmp_path / "t" / "card.md").read_text()
     assert ts.fingerprint in card and "Nothing lost" in card
 

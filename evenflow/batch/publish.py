@@ -34,7 +34,10 @@ def write_side_tables(engine: BatchEngine, output: Output) -> dict[str, str]:
     written: dict[str, str] = {}
     for name, loaded in engine._loaded.items():
         with engine.stage(f"land raw {name} (bronze)"):
-            raw = engine.con.sql(f"SELECT * FROM {q(loaded.raw)}").to_arrow_table()
+            # streamed in batches: the raw text of a large source never sits in memory whole
+            cols = ", ".join(f"CAST({q(c)} AS VARCHAR) AS {q(c)}" for c in loaded.raw_columns)
+            raw = engine.con.sql(f"SELECT {lit(engine.run_id)} AS _run_id, {lit(name)} AS _source, "
+                                 f"__seq AS _record, {cols} FROM {q(loaded.raw)}").arrow()
             land_raw(lake / "bronze" / name, raw, source=name, run_id=engine.run_id)
             written[f"bronze/{name}"] = str(lake / "bronze" / name)
     for table in ("quarantine", "duplicates"):

@@ -35,14 +35,7 @@ def read_delta(path: str | Path, version: int | None = None) -> pa.Table:
     return table.to_pyarrow_table()
 
 
-def land_raw(path: str | Path, raw: pa.Table, *, source: str, run_id: str) -> int:
-    """Land a source's records as read (bronze), with their position and the run."""
-    n = raw.num_rows
-    columns = {c: raw.column(c).cast(pa.string()) for c in raw.column_names if c != "__seq"}
-    table = pa.table({
-        "_run_id": pa.array([run_id] * n, pa.string()),
-        "_source": pa.array([source] * n, pa.string()),
-        "_record": raw.column("__seq") if "__seq" in raw.column_names else pa.array(range(n), pa.int64()),
-        **columns,
-    })
-    return write_delta(path, table, mode="overwrite", metadata={"run_id": run_id, "source": source})
+def land_raw(path: str | Path, raw: pa.RecordBatchReader, *, source: str, run_id: str) -> int:
+    """Land a source's records as read (bronze): ``_run_id``, ``_source``, ``_record`` (the
+    record's position in the input) and every field as text, one Delta commit per run."""
+    return write_delta(path, raw, mode="overwrite", metadata={"run_id": run_id, "source": source})
