@@ -1,0 +1,92 @@
+"""The engine's plan choice at query points: every path gives the same values."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pyarrow as pa
+
+import evenflow as ef
+from evenflow.batch import compile as C
+from evenflow.batch.engine import BatchEngine
+from evenflow.batch.training import build
+
+T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def _tables(hot: bool, seed: int = 0) -> tuple[pa.Table, pa.Table]:
+    rng = np.random.default_rng(seed)
+    n, m = 3000, 600
+    cards = ["hot"] * n if hot else [f"c{i}" for i in rng.integers(0, 300, n)]
+    ev = pa.table({
+        "card": cards,
+        "ts": pa.array([T0 + dt.timedelta(seconds=int(s)) for s in rng.integers(0, 3 * 86400, n)],
+                       pa.timestamp("us", tz="UTC")),
+        "amount": [None if i % 11 == 0 else float(v) for i, v in enumerate(rng.integers(0, 400, n) / 4)],
+    })
+    lab = pa.table({
+        "card": ["hot"] * m if hot else [f"c{i}" for i in rng.integers(0, 300, m)],
+        "ts": pa.array([T0 + dt.timedelta(seconds=int(s)) for s in rng.integers(0, 3 * 86400, m)],
+                       pa.timestamp("us", tz="UTC")),
+        "y": [int(v) for v in rng.integers(0, 2, m)],
+    })
+    return ev, lab
+
+
+FEATURES = [ef.count(window="1h"), ef.sum("amount", window="1d"), ef.std("amount", window="1d"),
+            ef.mean("amount", window="2h", closed="left"), ef.last("amount"), ef.count(),
+            ef.first("amount"), ef.since_last(), ef.max("amount"), ef.distinct("amount")]
+
+
+def _build(ev: pa.Table, lab: pa.Table, plan: str) -> pa.Table:
+    tx = ef.source.frame(ev, name="tx", key="card", event_time="ts")
+    lb = ef.source.frame(lab, name="labels", key="card", event_time="ts")
+    fs = ef.FeatureSet("card", source=tx, features=FEATURES)
+    spec = ef.TrainingSetSpec(name="t", labels=lb, label="y", features=[fs],
+                              split=ef.RandomSplit(stratify=False))
+    return build(ef.Pipeline(name="p", training_set=spec), plan=plan).table  # type: ignore[arg-type]
+
+
+def _same(a: pa.Table, b: pa.Table) -> None:
+    for name in a.column_names:
+        for x, y in zip(a.column(name).to_pylist(), b.column(name).to_pylist(), strict=True):
+            if isinstance(x, float) and isinstance(y, float):
+                assert abs(x - y) <= 1e-9 * max(abs(x), abs(y), 1e-3), (name, x, y)
+            else:
+                assert x == y, (name, x, y)
+
+
+def test_hot_key_falls_back_from_the_join_and_agrees() -> None:
+    ev, lab = _tables(hot=True)
+    tx = ef.source.frame(ev, name="tx", key="card", event_time="ts")
+    fs = ef.FeatureSet("card", source=tx, features=FEATURES)
+    eng = BatchEngine(ef.Pipeline(name="p", feature_sets=[fs]))
+    prepared = eng.prepare(fs)
+    eng.con.register("pts_arrow", lab)
+    eng.con.execute("CREATE TABLE pts AS SELECT row_number() OVER () AS __qid, card, epoch_us(ts) AS __t, "
+                    "epoch_us(ts) AS __a FROM pts_arrow")
+    bounded = [a for a in FEATURES if a.window_us is not None]
+    assert not eng._join_is_cheap(eng._shape(prepared), bounded, "pts")  # 1 key: the join would pair too much
+    _same(_build(ev, lab, "auto"), _build(ev, lab, "join"))
+
+
+def test_spread_keys_take_the_bucketed_join_and_agree() -> None:
+    ev, lab = _tables(hot=False)
+    tx = ef.source.frame(ev, name="tx", key="card", event_time="ts")
+    fs = ef.FeatureSet("card", source=tx, features=FEATURES)
+    eng = BatchEngine(ef.Pipeline(name="p", feature_sets=[fs]))
+    eng.prepare(fs)
+    eng.con.register("pts_arrow", lab)
+    eng.con.execute("CREATE TABLE pts AS SELECT row_number() OVER () AS __qid, card, epoch_us(ts) AS __t, "
+                    "epoch_us(ts) AS __a FROM pts_arrow")
+    sql = eng.aggregates_sql(eng.prepare(fs), "pts", "auto")
+    assert "ASOF LEFT JOIN" in sql and "__b" in sql  # running totals and buckets both in play
+    _same(_build(ev, lab, "auto"), _build(ev, lab, "join"))
+    _same(_build(ev, lab, "window"), _build(ev, lab, "join"))
+
+
+def test_bucket_width_is_the_longest_window() -> None:
+    shape = C.EventsShape("ev", ["card"], "ts", None, ["amount"])
+    sql = C.join_sql(shape, [ef.count(window="1h"), ef.count(window="1d")], "pts")
+    assert "// 86400000000" in sql and "range(2)" in sql
