@@ -158,9 +158,11 @@ class BatchEngine:
             sql, raw_columns = validation_sql(self.con, raw, source, schema)
             payload = "r.__line" if "__line" in raw_columns else payload_sql(raw_columns, "r.")
             raw_columns = [c for c in raw_columns if c != "__line"]
-            # The checks run twice (bad rows out, good rows in) rather than materializing every
-            # row's verdict: the second pass is cheaper than a full extra copy.
-            checked = f"({sql})"
+            # One pass types and checks every record; the valid rows are a view over it, so the
+            # events are materialized once.
+            checked = q(table + "__checked")
+            cols = ", ".join(q(c) for c in schema.fields)
+            self.con.execute(f"CREATE OR REPLACE TABLE {checked} AS {sql}")
             rejected = self._quarantine_rejects(raw, name)
             self.con.execute(
                 f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, c.__seq, "
@@ -168,8 +170,7 @@ class BatchEngine:
                 f"split_part(c.__fail, '|', 2), 'schema', "
                 f"regexp_extract(c.__fail, '^[^|]*[|][^|]*[|](.*)$', 1) "
                 f"FROM (SELECT * FROM {checked} WHERE __fail IS NOT NULL) c JOIN {q(raw)} r USING (__seq)")
-            cols = ", ".join(q(c) for c in schema.fields)
-            self.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS SELECT {cols}, __seq "
+            self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT {cols}, __seq "
                              f"FROM {checked} WHERE __fail IS NULL")
         rows_in = self._count(raw) + rejected
         loaded = LoadedSource(source, schema, raw, table, raw_columns, rows_in,
