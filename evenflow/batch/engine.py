@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import tempfile
 import threading
@@ -304,8 +303,9 @@ class BatchEngine:
         return C.EventsShape(q(ev.table), ev.key, ev.event_time, ev.available_time, ev.value_columns,
                              ints)
 
-    def choose_plan(self, ev: PreparedEvents, plan: Literal["auto", "window", "join"],
-                    bitemporal_points: bool) -> Literal["window", "join"]:
+    def choose_plan(self, ev: PreparedEvents, plan: Literal["auto", "window", "join"]
+                    ) -> Literal["window", "join"]:
+        """The plan for features at every event: the window plan unless available_time needs the join."""
         if plan != "auto":
             if plan == "window" and ev.available_time:
                 raise DefinitionError("the window plan cannot honour available_time",
@@ -321,7 +321,7 @@ class BatchEngine:
                     else f"SELECT __qid FROM {points}")
         shape = self._shape(ev)
         if points is None:
-            chosen = self.choose_plan(ev, plan, False)
+            chosen = self.choose_plan(ev, plan)
             return (C.window_sql if chosen == "window" else C.join_sql)(shape, aggs, None)
         if plan == "join" or ev.available_time:
             return C.join_sql(shape, aggs, points)
@@ -404,6 +404,3 @@ class BatchEngine:
     def close(self) -> None:
         self.con.close()
 
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
