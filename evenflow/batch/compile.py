@@ -19,13 +19,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 from evenflow.core.features import Aggregate, Derived
+from evenflow.core.sqltext import ident as q
 
 Plan = Literal["window", "join"]
-
-
-def q(name: str) -> str:
-    """Quote an identifier."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(frozen=True)

@@ -28,23 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from evenflow.core.sqltext import ident as _q
+from evenflow.core.sqltext import literal as _lit
 from evenflow.errors import DefinitionError
 
 Artifact = dict[str, Any]
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(value: Any) -> str:
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    if isinstance(value, (int, float)):
-        return repr(float(value)) if isinstance(value, float) else str(value)
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def _text(value: Any) -> str:

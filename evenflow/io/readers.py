@@ -19,15 +19,9 @@ import duckdb
 import pyarrow as pa
 
 from evenflow.core.source import Source
+from evenflow.core.sqltext import ident as _q
+from evenflow.core.sqltext import literal as _lit
 from evenflow.errors import MissingExtraError, SourceError
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _files(source: Source) -> list[str]:
@@ -107,8 +101,9 @@ def open_source(con: duckdb.DuckDBPyConnection, source: Source, view: str) -> di
         if source.frame is None:
             raise SourceError(f"source {source.name!r} is a frame but no data was given",
                               fix="build it with evenflow.source.frame(data, name=...)")
-        con.register(f"{view}__arrow", _to_arrow(source.frame))
-        version.update(rows=str(len(_to_arrow(source.frame))))
+        data = _to_arrow(source.frame)  # converted once: a pandas frame copies
+        con.register(f"{view}__arrow", data)
+        version.update(rows=str(data.num_rows))
         body = f"SELECT *, CAST(row_number() OVER () AS BIGINT) - 1 AS __seq FROM {_q(view + '__arrow')}"
     else:  # pragma: no cover - guarded by the model
         raise SourceError(f"unknown format {fmt}")

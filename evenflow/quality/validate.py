@@ -11,20 +11,9 @@ import duckdb
 
 from evenflow.core.schema import SQL_TYPES, Schema, Timestamp
 from evenflow.core.source import Source
+from evenflow.core.sqltext import ident as q
+from evenflow.core.sqltext import literal as lit
 from evenflow.errors import SourceError
-
-
-def q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def lit(value: object) -> str:
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    return repr(value)
-
 
 # A zone offset after a time of day (a bare date's "-01" is not an offset).
 _OFFSET = r"'[0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)? ?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$'"

@@ -13,16 +13,9 @@ from pathlib import Path
 
 import duckdb
 
+from evenflow.core.sqltext import ident as _q
+from evenflow.core.sqltext import literal as _lit
 from evenflow.errors import EvenflowError, MissingExtraError
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
 
 _PG_TYPES = {"VARCHAR": "text", "BIGINT": "bigint", "INTEGER": "integer", "DOUBLE": "double precision",
              "FLOAT": "real", "BOOLEAN": "boolean", "TIMESTAMP WITH TIME ZONE": "timestamptz",
