@@ -198,6 +198,11 @@ def training_set(spec: Annotated[Path, typer.Argument(help="pipeline YAML with a
         _fail(exc)
 
 
+# Commands of the other stages register themselves; each module imports its heavy libraries lazily.
+for _module in ("evenflow.stream.cli", "evenflow.verify.cli"):
+    __import__(_module, fromlist=["register"]).register(app)
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,1 @@
+"""Data verification for training: contracts, quality steps, leakage checks, the dataset report."""
