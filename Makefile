@@ -6,7 +6,7 @@ N ?= 1000000
 SEED ?= 7
 FRAUD := examples/fraud
 
-.PHONY: demo test test-all bench bench-feast lint install services clean
+.PHONY: demo test test-all bench bench-feast lint install services browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,10 +31,14 @@ services:
 	    --dir /var/lib/redis --logfile /var/log/redis/ci.log || true
 	@for i in 1 2 3 4 5 6 7 8 9 10; do pg_isready -h 127.0.0.1 -p 5432 >/dev/null 2>&1 && break; sleep 1; done
 
-test: install services
+# Headless Chromium and its driver for the dataset-report test (Debian packages; CI runs as root).
+browser:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+
+test: install services browser
 	$(PY) -m pytest -m "not slow"
 
-test-all: install services
+test-all: install services browser
 	$(PY) -m pytest
 
 # Windowed features at 1M label times over 10M events (about 15 minutes; QUICK=1 for a smoke run).
