@@ -8,6 +8,17 @@
 from evenflow.batch.retrieval import features_at
 from evenflow.batch.training import TrainingSet, training_set
 from evenflow.core import source
+from evenflow.core.contracts import (
+    ContractError,
+    allowed,
+    freshness,
+    matches,
+    monotonic,
+    null_fraction,
+    row_count,
+    rule,
+    unique,
+)
 from evenflow.core.features import (
     Aggregate,
     Derived,
@@ -41,6 +52,7 @@ __all__ = [
     "Aggregate",
     "Bool",
     "Clip",
+    "ContractError",
     "Dedup",
     "DefinitionError",
     "Derived",
@@ -62,19 +74,27 @@ __all__ = [
     "Timestamp",
     "TrainingSet",
     "TrainingSetSpec",
+    "allowed",
     "count",
     "derive",
     "distinct",
     "features_at",
     "first",
+    "freshness",
     "last",
+    "matches",
     "max",
     "mean",
     "min",
+    "monotonic",
+    "null_fraction",
+    "row_count",
+    "rule",
     "since_last",
     "source",
     "std",
     "sum",
     "training_set",
+    "unique",
     "var",
 ]

@@ -33,6 +33,7 @@ from evenflow.core.steps import Artifact, Dedup
 from evenflow.errors import DefinitionError
 from evenflow.io.readers import open_source
 from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation_sql
+from evenflow.verify.contracts import ContractResult, evaluate_contracts
 
 
 class Reporter(Protocol):
@@ -64,6 +65,8 @@ class LoadedSource:
     quarantined: int
     version: dict[str, str]
     payload: str = ""
+    #: results of the source's contracts (evenflow.verify.contracts), in declaration order
+    contracts: list[ContractResult] = field(default_factory=list)
 
 
 @dataclass
@@ -171,9 +174,14 @@ class BatchEngine:
                 f"FROM (SELECT * FROM {checked} WHERE __fail IS NOT NULL) c JOIN {q(raw)} r USING (__seq)")
             self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT {cols}, __seq "
                              f"FROM {checked} WHERE __fail IS NULL")
+        results: list[ContractResult] = []
+        if source.contracts:
+            with self.stage(f"contracts {name}"):
+                results = evaluate_contracts(self.con, source=name, contracts=source.contracts,
+                                             table=table, raw=raw, payload=payload)
         rows_in = self._count(raw) + rejected
         loaded = LoadedSource(source, schema, raw, table, raw_columns, rows_in,
-                              rows_in - self._count(table), version, payload)
+                              rows_in - self._count(table), version, payload, results)
         self._loaded[name] = loaded
         return loaded
 

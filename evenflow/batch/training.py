@@ -270,6 +270,9 @@ def _card(eng: BatchEngine, spec: TrainingSetSpec, pipeline: Pipeline, table: pa
         "feature_sets": sets,
         "source_versions": versions,
         "quarantine": eng.quarantine_counts(),
+        # per source, every contract's result (name, kind, severity, passed, observed, bound, ...)
+        "contracts": {name: [r.as_dict() for r in loaded.contracts]
+                      for name, loaded in eng._loaded.items() if loaded.contracts},
         "artifacts": artifacts,
         "columns": table.column_names,
     }

@@ -27,6 +27,10 @@ REASONS: dict[str, str] = {
     "not_unique": "another record already has this value of a unique field",
     "late": "the event arrived behind the watermark",
     "malformed_record": "the line is not a record (wrong number of CSV fields, invalid JSON); fix the producer",
+    "outlier": "the value is outside the bounds an Outliers step learned on the train split; check it "
+               "upstream, or use action='clip' or 'flag' to keep the row",
+    "contract": "the record breaks a contract declared on its source (the rule is named in step "
+                "and detail); fix the producer, or relax the rule or set severity='warn'",
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
+from evenflow.core.contracts import ContractType, check_contracts
 from evenflow.core.schema import Schema
 from evenflow.errors import DefinitionError
 
@@ -36,6 +37,8 @@ class Source(BaseModel):
     key: list[str] = []
     event_time: str | None = None
     available_time: str | None = None
+    #: checks beyond the schema (``evenflow.core.contracts``), evaluated after validation
+    contracts: list[ContractType] = []
     _frame: Any = PrivateAttr(default=None)
 
     def __init__(self, **data: Any) -> None:
@@ -61,6 +64,7 @@ class Source(BaseModel):
                     raise DefinitionError(f"source {self.name!r} uses column {column!r}, "
                                           "which its schema does not declare",
                                           field=column, fix=f"add {column}=... to the schema")
+        check_contracts(self.contracts, list(self.schema_.fields) if self.schema_ else None, self.name)
         return self
 
     def dump(self) -> dict[str, Any]:
@@ -68,6 +72,8 @@ class Source(BaseModel):
         data = self.model_dump(mode="json", exclude_none=True, by_alias=False)
         if "schema_" in data:
             data["schema"] = data.pop("schema_")["fields"]
+        if not data.get("contracts"):  # no contracts: the same definition (and fingerprint) as before
+            data.pop("contracts", None)
         return data
 
     @classmethod
@@ -90,9 +96,10 @@ def _stem(path: str) -> str:
 def _file(fmt: Format) -> Any:
     def make(path: str, *, schema: Schema | None = None, key: str | list[str] | None = None,
              event_time: str | None = None, available_time: str | None = None,
-             name: str | None = None) -> Source:
+             name: str | None = None, contracts: list[Any] | None = None) -> Source:
         return Source(name=name or _stem(str(path)), format=fmt, path=str(path), schema=schema,
-                      key=key or [], event_time=event_time, available_time=available_time)
+                      key=key or [], event_time=event_time, available_time=available_time,
+                      contracts=contracts or [])
     make.__name__ = fmt
     make.__doc__ = f"A {fmt} source at ``path`` (globs allowed for files)."
     return make
@@ -106,26 +113,29 @@ delta = _file("delta")
 
 def duckdb(path: str, table: str, *, schema: Schema | None = None,
            key: str | list[str] | None = None, event_time: str | None = None,
-           available_time: str | None = None, name: str | None = None) -> Source:
+           available_time: str | None = None, name: str | None = None,
+           contracts: list[Any] | None = None) -> Source:
     """A table in a DuckDB database file."""
     return Source(name=name or table, format="duckdb", path=str(path), table=table, schema=schema,
-                  key=key or [], event_time=event_time, available_time=available_time)
+                  key=key or [], event_time=event_time, available_time=available_time,
+                  contracts=contracts or [])
 
 
 def postgres(dsn: str, table: str, *, schema: Schema | None = None,
              key: str | list[str] | None = None, event_time: str | None = None,
-             available_time: str | None = None, name: str | None = None) -> Source:
+             available_time: str | None = None, name: str | None = None,
+             contracts: list[Any] | None = None) -> Source:
     """A PostgreSQL table (``table`` may be ``schema.table``)."""
     return Source(name=name or table.split(".")[-1], format="postgres", dsn=dsn, table=table,
                   schema=schema, key=key or [], event_time=event_time,
-                  available_time=available_time)
+                  available_time=available_time, contracts=contracts or [])
 
 
 def frame(data: Any, *, name: str, schema: Schema | None = None,
           key: str | list[str] | None = None, event_time: str | None = None,
-          available_time: str | None = None) -> Source:
+          available_time: str | None = None, contracts: list[Any] | None = None) -> Source:
     """An in-memory Polars, pandas or Arrow frame."""
     src = Source(name=name, format="frame", schema=schema, key=key or [], event_time=event_time,
-                 available_time=available_time)
+                 available_time=available_time, contracts=contracts or [])
     src._frame = data
     return src

@@ -1,0 +1,255 @@
+"""Contracts evaluated in DuckDB: one pass finds every failing row, one aggregate measures the rest.
+
+The row-level contracts of a source compile into a single ``SELECT`` over its valid rows that
+computes one failure flag per contract (window functions for uniqueness and order) and keeps only
+the rows where some flag is set, so the cost is one scan plus one sort per distinct partitioning.
+The dataset-level contracts share one aggregate query. Rows that break an ``error`` contract go
+to quarantine with reason ``contract`` and step ``contract:<name>``; the valid-rows view of the
+source is redefined without them, so the accounting still reconciles.
+
+>>> import duckdb
+>>> from evenflow.core import contracts as C
+>>> con = duckdb.connect()
+>>> _ = con.execute("CREATE TABLE v AS SELECT range AS __seq, range % 3 AS k FROM range(6)")
+>>> found = find_failures(con, "v", [C.unique("k"), C.allowed("k", [0, 1])])
+>>> con.sql(f"SELECT __seq FROM {found} ORDER BY 1").fetchall()
+[(2,), (3,), (4,), (5,)]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from evenflow.core.contracts import (
+    Allowed,
+    ContractError,
+    Freshness,
+    Matches,
+    Monotonic,
+    NullFraction,
+    RowCount,
+    Rule,
+    Unique,
+)
+from evenflow.core.expr import Expr
+from evenflow.core.sqltext import ident as q
+from evenflow.core.sqltext import literal as lit
+from evenflow.core.timeutil import parse_duration, parse_instant
+from evenflow.errors import DefinitionError
+
+#: Evidence rows kept per contract.
+EVIDENCE = 20
+
+
+@dataclass
+class ContractResult:
+    """The outcome of one contract on one source."""
+
+    name: str
+    kind: str
+    severity: str
+    level: str
+    passed: bool
+    observed: Any
+    bound: str
+    failing_rows: int = 0
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        """One line for people: ``FAIL null_fraction_amount (error): observed 0.12, bound <= 0.05``."""
+        shown = f"{self.observed:.6g}" if isinstance(self.observed, float) else str(self.observed)
+        state = "ok" if self.passed else "FAIL"
+        return f"{state} {self.name} ({self.severity}): observed {shown}, bound {self.bound}"
+
+
+def _row_sql(c: Any, i: int) -> tuple[str, str, str]:
+    """(inner select items, failure flag over them, detail text SQL over failing rows ``t``)."""
+    w = f"__w{i}"
+    if isinstance(c, Unique):
+        cols = ", ".join(q(k) for k in c.columns)
+        nonnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in c.columns)
+        shown = " || ', ' || ".join(f"{lit(k + '=')} || CAST(t.{q(k)} AS VARCHAR)" for k in c.columns)
+        return (f"min(__seq) OVER (PARTITION BY {cols}) AS {w}",
+                f"({nonnull} AND {w} <> __seq)",
+                f"{shown} || ' already seen at record ' || CAST(f.{w} AS VARCHAR)")
+    if isinstance(c, Allowed):
+        values = ", ".join(lit(v) for v in c.values)
+        return ("", f"({q(c.column)} IS NOT NULL AND {q(c.column)} NOT IN ({values}))",
+                f"{lit(c.column + '=')} || CAST(t.{q(c.column)} AS VARCHAR) || "
+                f"{lit(' is not one of ' + values)}")
+    if isinstance(c, Matches):
+        text = f"CAST({q(c.column)} AS VARCHAR)"
+        return ("", f"({q(c.column)} IS NOT NULL AND NOT regexp_full_match({text}, {lit(c.pattern)}))",
+                f"{lit(c.column + '=')} || CAST(t.{q(c.column)} AS VARCHAR) || "
+                f"{lit(' does not match ' + c.pattern)}")
+    if isinstance(c, Monotonic):
+        part = f"PARTITION BY {', '.join(q(b) for b in c.by)} " if c.by else ""
+        order = f"{q(c.order_by)}, __seq" if c.order_by else "__seq"
+        op = {("increasing", False): "<", ("increasing", True): "<=",
+              ("decreasing", False): ">", ("decreasing", True): ">="}[(c.direction, c.strict)]
+        word = ("not above" if c.strict else "below") if c.direction == "increasing" else \
+            ("not below" if c.strict else "above")
+        return (f"lag({q(c.column)} IGNORE NULLS) OVER ({part}ORDER BY {order}) AS {w}",
+                f"({q(c.column)} IS NOT NULL AND {w} IS NOT NULL AND {q(c.column)} {op} {w})",
+                f"{lit(c.column + '=')} || CAST(t.{q(c.column)} AS VARCHAR) || "
+                f"{lit(' is ' + word + ' the previous value ')} || CAST(f.{w} AS VARCHAR)")
+    assert isinstance(c, Rule)
+    cond = Expr.parse(c.expr).to_sql() if c.expr is not None else f"({c.sql})"
+    return "", f"coalesce(NOT {cond}, FALSE)", lit(f"breaks {c.expr or c.sql}")
+
+
+def _check_sql(con: duckdb.DuckDBPyConnection, table: str, c: Any, sql: str) -> None:
+    """Bind one contract's SQL alone, so a mistake names its contract (reads no rows)."""
+    try:
+        con.sql(f"SELECT {sql} FROM {q(table)} LIMIT 0").fetchall()
+    except duckdb.Error as exc:
+        first = str(exc).splitlines()[0]
+        raise DefinitionError(f"contract {c.name!r} cannot be evaluated: {first}",
+                              fix="check its columns, values and expression against the schema"
+                              ) from None
+
+
+def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) -> str:
+    """One pass over ``table``: a temp table of the failing rows with one flag ``__f<i>`` per rule."""
+    windows, flags, kept = ["*"], [], []
+    for i, c in enumerate(rules):
+        window, flag, _ = _row_sql(c, i)
+        _check_sql(con, table, c, window or flag)
+        if window:  # helper values (first record of a key, previous value) kept for the detail
+            windows.append(window)
+            kept.append(f"__w{i}")
+        flags.append(f"{flag} AS __f{i}")
+    out = q(f"{table}__contract_failures")
+    names = ", ".join([*(f"__f{i}" for i in range(len(rules))), *kept])
+    any_flag = " OR ".join(f"__f{i}" for i in range(len(rules)))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT __seq, {names} FROM "
+                f"(SELECT __seq, {', '.join([*flags, *kept])} FROM "
+                f"(SELECT {', '.join(windows)} FROM {q(table)})) WHERE {any_flag}")
+    return out
+
+
+def _dataset(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any], now: datetime
+             ) -> list[ContractResult]:
+    """The dataset-level rules, measured by one aggregate query."""
+    items = ["count(*)"]
+    for c in rules:
+        if isinstance(c, NullFraction):
+            items.append(f"count(*) - count({q(c.column)})")
+        elif isinstance(c, Freshness):
+            _check_sql(con, table, c, f"epoch_us({q(c.column)})")
+            items.append(f"max({q(c.column)})")
+    values = con.sql(f"SELECT {', '.join(items)} FROM {q(table)}").fetchall()[0]
+    rows, results = int(values[0]), []
+    it = iter(values[1:])  # the measured values, in the order of ``rules``
+    for c in rules:
+        evidence: list[dict[str, Any]] = []
+        if isinstance(c, RowCount):
+            observed: Any = rows
+            ok = (c.ge is None or rows >= c.ge) and (c.le is None or rows <= c.le)
+            bound = _range(c.ge, c.le)
+        elif isinstance(c, NullFraction):
+            nulls = int(next(it))
+            observed = nulls / rows if rows else 0.0
+            ok = (c.ge is None or observed >= c.ge) and (c.le is None or observed <= c.le)
+            bound = _range(c.ge, c.le)
+            if not ok and nulls:
+                evidence = _rows(con, f"SELECT __seq AS record FROM {q(table)} WHERE "
+                                      f"{q(c.column)} IS NULL ORDER BY __seq LIMIT {EVIDENCE}")
+        else:
+            assert isinstance(c, Freshness)
+            latest = next(it)
+            reference = parse_instant(c.reference) if c.reference else now
+            oldest_ok = reference - timedelta(microseconds=parse_duration(c.within))
+            observed = latest.astimezone(UTC).isoformat() if latest is not None else None
+            ok = latest is not None and latest >= oldest_ok
+            bound = f">= {oldest_ok.isoformat()} ({c.within} before {reference.isoformat()})"
+            if not ok and latest is not None:
+                evidence = _rows(con, f"SELECT __seq AS record, {q(c.column)} FROM {q(table)} "
+                                      f"WHERE {q(c.column)} = {lit(observed)}::TIMESTAMPTZ "
+                                      f"ORDER BY __seq LIMIT 1")
+        results.append(ContractResult(c.name, c.kind, c.severity, "dataset", ok, observed, bound,
+                                      0, evidence))
+    return results
+
+
+def _range(ge: float | None, le: float | None) -> str:
+    return " and ".join([*([f">= {ge}"] if ge is not None else []), *([f"<= {le}"] if le is not None else [])])
+
+
+def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
+    rel = con.sql(sql)
+    return [{k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in zip(rel.columns, r, strict=True)}
+            for r in rel.fetchall()]
+
+
+def evaluate_contracts(con: duckdb.DuckDBPyConnection, *, source: str, contracts: list[Any], table: str,
+             raw: str, payload: str, now: datetime | None = None) -> list[ContractResult]:
+    """Check ``contracts`` on the valid rows ``table`` (a view with ``__seq``) of ``source``.
+
+    Rows failing an ``error`` row-level contract are written to ``__quarantine`` (``payload`` is
+    SQL over the raw table aliased ``r``) and ``table`` is redefined without them. Raises
+    :class:`ContractError` when an ``error`` contract fails at dataset level.
+    """
+    now = now or datetime.now(UTC)
+    row_rules = [c for c in contracts if c.level == "row"]
+    results: dict[str, ContractResult] = {}
+    if row_rules:
+        failures = find_failures(con, table, row_rules)
+        counts = con.sql("SELECT " + ", ".join(f"count_if(__f{i})" for i in range(len(row_rules)))
+                         + f" FROM {failures}").fetchall()[0]
+        details = [_row_sql(c, i)[2] for i, c in enumerate(row_rules)]
+        for i, (c, n) in enumerate(zip(row_rules, counts, strict=True)):
+            cols = ", ".join(f"t.{q(k)}" for k in c.used_columns())
+            evidence = _rows(con, f"SELECT f.__seq AS record{', ' + cols if cols else ''}, "
+                                  f"{details[i]} AS detail FROM {failures} f JOIN {q(table)} t "
+                                  f"USING (__seq) WHERE f.__f{i} ORDER BY f.__seq LIMIT {EVIDENCE}"
+                             ) if n else []
+            limit = c.max_failures or 0
+            bound = f"<= {limit} failing rows"
+            results[c.name] = ContractResult(c.name, c.kind, c.severity, "row", int(n) <= limit,
+                                             int(n), bound, int(n), evidence)
+        _quarantine(con, source, row_rules, failures, table, raw, payload, details)
+    for r in _dataset(con, table, [c for c in contracts if c.level == "dataset"], now):
+        results[r.name] = r
+    ordered = [results[c.name] for c in contracts]
+    stopping = [r for r, c in zip(ordered, contracts, strict=True) if not r.passed and
+                c.severity == "error" and (c.level == "dataset" or c.max_failures is not None)]
+    if stopping:
+        raise ContractError(f"source {source!r}: " + "; ".join(
+            f"contract {r.name} failed: observed {r.line().split('observed ', 1)[1]}" for r in stopping),
+            results=ordered, field=stopping[0].name,
+            fix="fix the data upstream, or relax the bound, or declare the contract severity='warn'")
+    return ordered
+
+
+def _quarantine(con: duckdb.DuckDBPyConnection, source: str, rules: list[Any], failures: str,
+                table: str, raw: str, payload: str, details: list[str]) -> None:
+    """Send rows failing an ``error`` rule to quarantine; redefine ``table`` without them."""
+    errors = [i for i, c in enumerate(rules) if c.severity == "error"]
+    if not errors:
+        return
+    # a row is quarantined once, under the first error rule it breaks (declaration order);
+    # the others it breaks are listed in the detail
+    first = lambda part: "CASE " + " ".join(f"WHEN f.__f{i} THEN {part(i)}" for i in errors) + " END"  # noqa: E731
+    fields = first(lambda i: lit(",".join(rules[i].used_columns())))
+    step = first(lambda i: lit(f"contract:{rules[i].name}"))
+    detail = first(lambda i: f"{lit(rules[i].name + ': ')} || {details[i]}")
+    also = "concat_ws(', ', " + ", ".join(f"CASE WHEN f.__f{i} THEN {lit(rules[i].name)} END"
+                                           for i in errors) + ")"
+    any_error = " OR ".join(f"f.__f{i}" for i in errors)
+    con.execute(
+        f"INSERT INTO __quarantine SELECT {lit(source)}, NULL, f.__seq, {payload}, 'contract', "
+        f"{fields}, {step}, {detail} || CASE WHEN {also} LIKE '%, %' THEN ' (breaks: ' || {also} "
+        f"|| ')' ELSE '' END FROM {failures} f JOIN {q(table)} t USING (__seq) "
+        f"JOIN {q(raw)} r USING (__seq) WHERE {any_error} ORDER BY f.__seq")
+    valid = f"{table}__valid"
+    con.execute(f"ALTER VIEW {q(table)} RENAME TO {q(valid)}")
+    con.execute(f"CREATE VIEW {q(table)} AS SELECT * FROM {q(valid)} WHERE __seq NOT IN "
+                f"(SELECT __seq FROM {failures} f WHERE {any_error})")
