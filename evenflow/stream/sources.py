@@ -83,10 +83,15 @@ def stream_id_key(entry_id: str) -> tuple[int, ...]:
     return int(ms), int(seq or 0)
 
 
+def _text(value: Any) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
 class RedisStreamSource:
     """Entries of a Redis Stream read through a consumer group.
 
-    Each entry holds one record as JSON text in its ``field`` (default ``data``). After a
+    Each entry holds one record as JSON text in its ``field`` (default ``data``); an entry
+    without that field is read as a flat record of its fields (values as text). After a
     crash the consumer first re-reads its own pending entries (delivered, never acknowledged:
     ``XREADGROUP ... 0``), then, with ``claim_idle_ms``, takes over entries left pending by other
     consumers of the group idle that long (``XAUTOCLAIM``), then reads new ones (``>``).
@@ -102,7 +107,7 @@ class RedisStreamSource:
         self.name = stream
         self.stream, self.group, self.consumer, self.field = stream, group, consumer, field
         self.claim_idle_ms = claim_idle_ms
-        self.redis = redis.Redis.from_url(url)
+        self.redis: Any = redis.Redis.from_url(url)  # untyped: replies are bytes here
         try:
             self.redis.xgroup_create(stream, group, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -125,13 +130,13 @@ class RedisStreamSource:
                 continue
             value = fields.get(self.field.encode(), fields.get(self.field))
             if value is None:
-                text = json.dumps({(k.decode(errors="replace") if isinstance(k, bytes) else k):
-                                   (v.decode(errors="replace") if isinstance(v, bytes) else v)
-                                   for k, v in fields.items()})
-                out.append(RawEvent("\x00" + text, self.stream, eid))
+                # No data field: the entry's fields are the record (``XADD s * card_id c1 ...``),
+                # values as text, which the engine types like a CSV line's.
+                text = json.dumps({_text(k): _text(v) for k, v in fields.items()},
+                                  ensure_ascii=False)
+                out.append(RawEvent(text, self.stream, eid))
             else:
-                out.append(RawEvent(value.decode(errors="replace") if isinstance(value, bytes)
-                                    else str(value), self.stream, eid))
+                out.append(RawEvent(_text(value), self.stream, eid))
         return out
 
     def read(self, count: int, block_ms: int) -> list[RawEvent]:
@@ -167,9 +172,6 @@ class RedisStreamSource:
         if event.payload == "":
             return None, malformed(event, "entry was deleted from the stream before it was "
                                           "processed; keep the stream longer (MAXLEN)")
-        if event.payload.startswith("\x00"):
-            return None, malformed(event, f"entry has no {self.field!r} field; XADD it as "
-                                          f"{self.field} <JSON object>")
         return event.payload, None
 
     def pending(self) -> int:
@@ -191,12 +193,12 @@ class FileReplaySource:
     empty value read as null. Quoted values may not span lines (one record per line).
     """
 
-    def __init__(self, path: str | Path, *, format: str | None = None) -> None:
+    def __init__(self, path: str | Path, *, fmt: str | None = None) -> None:
         self.path = Path(path)
         if not self.path.exists():
             raise SourceError("file not found", file=str(path), fix="pass an NDJSON or CSV file")
         self.name = str(self.path)
-        self.format = format or ("csv" if self.path.suffix.lower() == ".csv" else "ndjson")
+        self.format = fmt or ("csv" if self.path.suffix.lower() == ".csv" else "ndjson")
         self._file = self.path.open(encoding="utf-8", errors="replace", newline="")
         self._line = 0
         self._header: list[str] | None = None

@@ -105,7 +105,7 @@ class RedisStore:
         except ImportError as exc:  # pragma: no cover - extra not installed
             raise MissingExtraError("redis", "serve") from exc
         self.prefix, self.ttl_s = prefix, ttl_s
-        self.redis = redis.Redis.from_url(url)
+        self.redis: Any = redis.Redis.from_url(url)  # untyped: replies are bytes here
         try:
             self.redis.ping()
         except redis.ConnectionError as exc:
