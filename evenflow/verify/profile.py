@@ -272,6 +272,9 @@ def profile(table: pa.Table, *, label: str, features: list[str] | None = None,
             drift = _categorical_drift(parts["train"].column(name), parts["test"].column(name), top)
             by_test = drift["cramers_v"] >= v_threshold and (drift["chi2_pvalue"] or 1) < alpha
         drift["kind"] = result["features"][name]["kind"]
+        # a shift in how often a feature is missing is drift too (PSI has a missing bin): show it
+        drift["missing_train"] = missing[name]["train"]["fraction"]
+        drift["missing_test"] = missing[name]["test"]["fraction"]
         drift["flagged"] = bool(drift["psi"] >= psi_threshold or by_test)
         result["drift"][name] = drift
     return result

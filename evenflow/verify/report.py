@@ -122,7 +122,8 @@ def _verdict(report: dict[str, Any]) -> dict[str, Any]:
             warnings.append(f"feature {name} is missing in every train row")
     drifted = [n for n, d in prof["drift"].items() if d["flagged"]]
     if drifted:
-        warnings.append(f"{len(drifted)} feature{'s' if len(drifted) > 1 else ''} drift between "
+        many = len(drifted) > 1
+        warnings.append(f"{len(drifted)} feature{'s' * many} drift{'s' * (not many)} between "
                         f"train and test: {', '.join(drifted)}")
     status = "not_fit" if blocking else "fit_with_warnings" if warnings else "fit"
     headline = {"not_fit": f"Not fit to train: {len(blocking)} blocking problem{'s' * (len(blocking) > 1)}",
