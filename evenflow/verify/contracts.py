@@ -202,7 +202,7 @@ def evaluate_contracts(con: duckdb.DuckDBPyConnection, *, source: str, contracts
     results: dict[str, ContractResult] = {}
     if row_rules:
         failures = find_failures(con, table, row_rules)
-        counts = con.sql("SELECT " + ", ".join(f"count_if(__f{i})" for i in range(len(row_rules)))
+        counts = con.sql("SELECT " + ", ".join(f"coalesce(count_if(__f{i}), 0)" for i in range(len(row_rules)))
                          + f" FROM {failures}").fetchall()[0]
         details = [_row_sql(c, i)[2] for i, c in enumerate(row_rules)]
         for i, (c, n) in enumerate(zip(row_rules, counts, strict=True)):
