@@ -121,8 +121,12 @@ class _DeltaTxnSink:
         return data
 
     def read(self) -> pa.Table:
+        """The whole table in landing order (batch by batch; a stable sort keeps each batch's
+        order, which Delta's file listing does not)."""
         table = self._table()
-        return self.schema.empty_table() if table is None else table.to_pyarrow_table()
+        if table is None:
+            return self.schema.empty_table()
+        return table.to_pyarrow_table().sort_by([("batch", "ascending")])
 
 
 class BronzeSink(_DeltaTxnSink):
