@@ -29,7 +29,7 @@ from evenflow.core.features import Aggregate, FeatureSet
 from evenflow.core.pipeline import Pipeline
 from evenflow.core.schema import Schema
 from evenflow.core.source import Source
-from evenflow.core.steps import Artifact, Dedup
+from evenflow.core.steps import Artifact, Dedup, projection
 from evenflow.errors import DefinitionError
 from evenflow.io.readers import open_source
 from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation_sql
@@ -222,7 +222,7 @@ class BatchEngine:
                                       f"source {source.name!r}", field=column)
         artifacts = dict(artifacts or {})
         fitted: dict[str, Artifact] = {}
-        current, duplicates = loaded.table, 0
+        current, duplicates, rejected = loaded.table, 0, 0
         base = f"ev__{fs.name}"
         for i, step in enumerate(fs.steps):
             name = f"{base}__{i}"
@@ -231,27 +231,54 @@ class BatchEngine:
                 with self.stage(f"{fs.name}: {step.id}"):
                     duplicates += self._dedup(current, name, step, source, fs)
             else:
+                if step.training_only:
+                    raise DefinitionError(f"feature set {fs.name!r}: {step.id} reads the label, so it "
+                                          "belongs on the training set", field=step.column,
+                                          fix="move it to the training_set's steps")
+                bound = step.bind(key=key, order=[source.event_time, "__seq"])
                 if art_key in artifacts:
                     art = artifacts[art_key]
                 else:
-                    where = f" WHERE {fit_where}" if fit_where and step.learns else ""
-                    fit_table = self.con.sql(
-                        f"SELECT {q(step.column)} FROM {q(current)}{where}").to_arrow_table()
-                    art = step.fit(fit_table)
+                    where = f" WHERE {fit_where}" if fit_where and bound.learns else ""
+                    cols = ", ".join(q(c) for c in bound.fit_columns)
+                    fit_table = self.con.sql(f"SELECT {cols} FROM {q(current)}{where}").to_arrow_table()
+                    art = bound.fit(fit_table)
                 fitted[art_key] = art
-                replace = ", ".join(f"{sql} AS {q(col)}" for col, sql in step.sql(art).items())
-                self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(name)} AS "
-                                 f"SELECT * REPLACE ({replace}) FROM {q(current)}")
+                reject = bound.reject_sql(art)
+                if reject is not None:
+                    rejected += self._reject_rows(current, name + "__kept", step.id, step.column,
+                                                  reject, loaded, fs)
+                    current = name + "__kept"
+                self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(name)} AS SELECT "
+                                 f"{projection(bound, art, self._columns(current))} FROM {q(current)}")
             current = name
         table = f"{base}"
         with self.stage(f"{fs.name}: unique checks"):
-            quarantined = self._unique(current, table, loaded, fs)
+            quarantined = rejected + self._unique(current, table, loaded, fs)
         value_columns = [c for c in loaded.schema.fields
                          if c not in key and c != source.event_time]
         rows_out = self._count(table)
         return PreparedEvents(fs, table, key, source.event_time, source.available_time,
                               value_columns, fitted, loaded.rows_in, rows_out,
                               loaded.quarantined + quarantined, duplicates, loaded)
+
+    def _columns(self, relation: str) -> list[str]:
+        return list(self.con.sql(f"SELECT * FROM {q(relation)} LIMIT 0").columns)
+
+    def _reject_rows(self, current: str, kept: str, step_id: str, column: str,
+                     reject: tuple[str, str], loaded: LoadedSource, fs: FeatureSet) -> int:
+        """Quarantine the rows a step rejects (reason ``outlier``); ``kept`` gets the others."""
+        cond, detail = reject
+        marked = q(kept + "__marked")
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {marked} AS SELECT *, COALESCE({cond}, FALSE) "
+                         f"AS __rejected, {detail} AS __detail FROM {q(current)}")
+        self.con.execute(
+            f"INSERT INTO __quarantine SELECT {lit(loaded.source.name)}, {lit(fs.name)}, f.__seq, "
+            f"{loaded.payload}, 'outlier', {lit(column)}, {lit(step_id)}, f.__detail "
+            f"FROM {marked} f JOIN {q(loaded.raw)} r USING (__seq) WHERE f.__rejected")
+        self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(kept)} AS SELECT * EXCLUDE (__rejected, "
+                         f"__detail) FROM {marked} WHERE NOT __rejected")
+        return self._count(kept + "__marked", "WHERE __rejected")
 
     def _dedup(self, current: str, name: str, step: Dedup, source: Source, fs: FeatureSet) -> int:
         loaded = self._loaded[source.name]

@@ -19,7 +19,7 @@ from evenflow.core.features import FeatureSet
 from evenflow.core.pipeline import Output, Pipeline, TrainingSetSpec
 from evenflow.core.source import Source
 from evenflow.core.split import GroupSplit, RandomSplit, SplitType, TimeSplit
-from evenflow.core.steps import Artifact, Dedup, StepType
+from evenflow.core.steps import Artifact, Dedup, StepType, TargetEncode, select_list
 from evenflow.core.timeutil import format_duration, parse_duration, parse_instant, to_micros
 from evenflow.errors import DefinitionError
 from evenflow.quality.validate import lit, q
@@ -56,6 +56,36 @@ class TrainingSet:
         import pyarrow.compute as pc
 
         return self.table.filter(pc.equal(self.table.column("split"), name))
+
+    def class_weights(self) -> dict[Any, float]:
+        """Balanced class weights ``n / (classes · n_c)`` learned on the train split."""
+        from evenflow.verify.resample import class_weights
+
+        return class_weights(self.split("train").column(self.label))
+
+    def with_sample_weight(self, column: str = "sample_weight") -> TrainingSet:
+        """A copy with a ``column`` of each row's class weight (weights from the train split;
+        a label never seen in train gets 1.0)."""
+        import dataclasses
+
+        weights = self.class_weights()
+        values = [weights.get(v, 1.0) for v in self.table.column(self.label).to_pylist()]
+        return dataclasses.replace(self, table=self.table.append_column(column, pa.array(values, pa.float64())))
+
+    def resample(self, method: Literal["under", "over", "smote"], *, seed: int = 0,
+                 sampling_strategy: float | str = "auto", k_neighbors: int = 5) -> TrainingSet:
+        """A copy with the train split resampled (see :class:`evenflow.core.steps.Resample`);
+        test rows are untouched."""
+        import dataclasses
+
+        from evenflow.core.steps import Resample
+        from evenflow.verify.resample import resample_table
+
+        spec = Resample(method=method, seed=seed, sampling_strategy=sampling_strategy,
+                        k_neighbors=k_neighbors)
+        table, info = resample_table(self.table, self.feature_columns, self.label, spec)
+        card = {**self.card, "quality_steps": {**self.card.get("quality_steps", {}), "resample": info}}
+        return dataclasses.replace(self, table=table, card=card)
 
     def xy(self, name: str) -> tuple[Any, Any]:
         """Features and label of one split as NumPy arrays (floats; nulls become NaN)."""
@@ -181,25 +211,67 @@ def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,
     body = (f"SELECT {', '.join(select)}, p.__split AS split, p.__qid AS __qid FROM {from_sql} "
             f"WHERE p.__split IN ('train', 'test')")
     con.execute(f"CREATE OR REPLACE TABLE __ts0 AS {body}")
-    current = "__ts0"
-    for i, step in enumerate(spec.steps):
-        if isinstance(step, Dedup):
-            raise DefinitionError("Dedup belongs on a feature set, not on the training set",
-                                  fix="move it to the feature set's steps")
-        fit = con.sql(f"SELECT {q(step.column)} FROM {current} WHERE split = 'train'").to_arrow_table()
-        art = step.fit(fit)
-        artifacts[f"training_set/{step.id}"] = art
-        replace = ", ".join(f"{sql} AS {q(col)}" for col, sql in step.sql(art).items())
-        con.execute(f"CREATE OR REPLACE TEMP VIEW __ts{i + 1} AS SELECT * REPLACE ({replace}) FROM {current}")
-        current = f"__ts{i + 1}"
+    current, quality = _apply_steps(eng, spec, labels.source, t_col, feature_columns, artifacts)
     final_sql = f"SELECT * EXCLUDE (__qid) FROM {current} ORDER BY __qid"
     con.execute(f"CREATE OR REPLACE TABLE __training_set AS {final_sql}")
     result = con.sql("SELECT * FROM __training_set").to_arrow_table()
+    if spec.resample is not None:
+        from evenflow.verify.resample import resample_table
+
+        result, quality["resample"] = resample_table(result, feature_columns, spec.label, spec.resample)
+        con.register("__resampled", result)
+        con.execute("CREATE OR REPLACE TABLE __training_set AS SELECT * FROM __resampled")
+        con.unregister("__resampled")
     fingerprint = pipeline.fingerprint(artifacts)
     card = _card(eng, spec, pipeline, result, split_info, card_sets, fingerprint, artifacts,
                  feature_columns, missing_label)
+    card["quality_steps"] = quality
     return TrainingSet(spec.name, result, card, artifacts, fingerprint, feature_columns, spec.label,
                        eng, final_sql)
+
+
+def _apply_steps(eng: BatchEngine, spec: TrainingSetSpec, labels: Source, t_col: str,
+                 feature_columns: list[str], artifacts: dict[str, Artifact]) -> tuple[str, dict[str, Any]]:
+    """The training-set steps over ``__ts0``, fitted on the train split: the last relation's name,
+    and what the steps quarantined (per step and split). Columns the steps add become features."""
+    con, current = eng.con, "__ts0"
+    quarantined: dict[str, dict[str, int]] = {}
+    for i, raw_step in enumerate(spec.steps):
+        if isinstance(raw_step, Dedup):
+            raise DefinitionError("Dedup belongs on a feature set, not on the training set",
+                                  fix="move it to the feature set's steps")
+        step = raw_step.bind(key=list(labels.key or []), order=[t_col, "__qid"])
+        cols = ", ".join(q(c) for c in step.fit_columns)
+        if isinstance(step, TargetEncode):
+            cols += f", {step.fold_sql('__qid')} AS __fold"
+        art = step.fit(con.sql(f"SELECT {cols} FROM {current} WHERE split = 'train'").to_arrow_table())
+        artifacts[f"training_set/{step.id}"] = art
+        reject = step.reject_sql(art)
+        if reject is not None:
+            kept = f"__ts{i + 1}__kept"
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {kept}__m AS SELECT *, COALESCE({reject[0]}, "
+                        f"FALSE) AS __rejected FROM {current}")
+            con.execute(f"INSERT INTO __quarantine SELECT {lit(labels.name)}, 'training_set', __qid, "
+                        f"CAST(to_json(m) AS VARCHAR), 'outlier', {lit(step.column)}, {lit(step.id)}, "
+                        f"{reject[1]} FROM (SELECT * EXCLUDE (__rejected) FROM {kept}__m "
+                        "WHERE __rejected) m")
+            quarantined[step.id] = {s: int(n) for s, n in con.sql(
+                f"SELECT split, count(*) FILTER (WHERE __rejected) FROM {kept}__m GROUP BY 1 "
+                "ORDER BY 1").fetchall()}
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {kept} AS SELECT * EXCLUDE (__rejected) "
+                        f"FROM {kept}__m WHERE NOT __rejected")
+            current = kept
+        columns = list(con.sql(f"SELECT * FROM {current} LIMIT 0").columns)
+        exprs = step.sql(art)
+        if isinstance(step, TargetEncode):
+            # train rows get the out-of-fold value; test rows the whole-train mapping
+            oof = step.train_sql(art, "__qid")
+            exprs = {c: f"CASE WHEN split = 'train' THEN {oof[c]} ELSE {e} END" for c, e in exprs.items()}
+        con.execute(f"CREATE OR REPLACE TEMP VIEW __ts{i + 1} AS SELECT "
+                    f"{select_list(exprs, columns)} FROM {current}")
+        feature_columns += [c for c in exprs if c not in columns]
+        current = f"__ts{i + 1}"
+    return current, {"quarantined": quarantined}
 
 
 def _event_fit_where(pipeline: Pipeline, fs: FeatureSet, spec: TrainingSetSpec, train_max_t: int,

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 from evenflow.core.features import FeatureSet
 from evenflow.core.source import Source
 from evenflow.core.split import SplitType
-from evenflow.core.steps import Artifact, StepType
+from evenflow.core.steps import Artifact, Resample, StepType
 from evenflow.errors import DefinitionError
 
 
@@ -64,6 +64,7 @@ class TrainingSetSpec(BaseModel):
     knowledge_time: str | None = None
     label_available_time: str | None = None
     steps: list[StepType] = []
+    resample: Resample | None = None
 
 
 class Pipeline(BaseModel):

@@ -132,7 +132,11 @@ def projection(step: _Step, artifact: Artifact, columns: list[str]) -> str:
     >>> projection(Impute("x", "mean", indicator=True), {"value": 1.0}, ["x", "y"])
     '* REPLACE (COALESCE("x", 1.0) AS "x"), ("x" IS NULL) AS "x_missing"'
     """
-    exprs = step.sql(artifact)
+    return select_list(step.sql(artifact), columns)
+
+
+def select_list(exprs: dict[str, str], columns: list[str]) -> str:
+    """The SELECT list for output expressions over a relation with ``columns``."""
     replace = [f"{sql} AS {_q(col)}" for col, sql in exprs.items() if col in columns]
     added = [f"{sql} AS {_q(col)}" for col, sql in exprs.items() if col not in columns]
     head = f"* REPLACE ({', '.join(replace)})" if replace else "*"
