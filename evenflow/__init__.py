@@ -39,7 +39,19 @@ from evenflow.core.features import (
 from evenflow.core.pipeline import Output, Pipeline, TrainingSetSpec
 from evenflow.core.schema import Bool, Float, Int, Schema, String, Timestamp
 from evenflow.core.split import GroupSplit, RandomSplit, TimeSplit
-from evenflow.core.steps import Clip, Dedup, Encode, Impute, Standardize
+from evenflow.core.steps import (
+    Clip,
+    Dedup,
+    Encode,
+    FrequencyEncode,
+    Impute,
+    OneHot,
+    Outliers,
+    Resample,
+    Scale,
+    Standardize,
+    TargetEncode,
+)
 from evenflow.errors import DefinitionError, EvenflowError, SourceError
 
 sum = sum_  # noqa: A001 - the user-facing name is ef.sum
@@ -60,16 +72,22 @@ __all__ = [
     "EvenflowError",
     "FeatureSet",
     "Float",
+    "FrequencyEncode",
     "GroupSplit",
     "Impute",
     "Int",
+    "OneHot",
+    "Outliers",
     "Output",
     "Pipeline",
     "RandomSplit",
+    "Resample",
+    "Scale",
     "Schema",
     "SourceError",
     "Standardize",
     "String",
+    "TargetEncode",
     "TimeSplit",
     "Timestamp",
     "TrainingSet",
