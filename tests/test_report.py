@@ -220,12 +220,18 @@ def test_single_class_train_split_is_not_fit_and_missing_checks_are_noted(tmp_pa
 
 def test_contract_results_from_the_card_are_reported(tmp_path: Path) -> None:
     table, card = drifted_set(300, 100)
-    card["contracts"] = [{"name": "amount_non_negative", "kind": "rule", "severity": "warn", "passed": False,
-                          "observed": 4, "bound": 0, "failing_rows": 4, "evidence": [{"amount": -1.0}]}]
+    # the card's shape (evenflow/batch/training.py _card): per source, each ContractResult.as_dict()
+    card["contracts"] = {"transactions": [
+        {"name": "amount_non_negative", "kind": "rule", "severity": "warn", "level": "row", "passed": False,
+         "observed": 4, "bound": "0", "failing_rows": 4, "evidence": [{"amount": -1.0}]},
+        {"name": "rows", "kind": "row_count", "severity": "error", "level": "dataset", "passed": True,
+         "observed": 400, "bound": ">= 10", "failing_rows": 0, "evidence": []}]}
     report = build_report(write_set(tmp_path / "ts", table, card))
-    (c,) = report["checks"]
-    assert (c["check"], c["source"], c["offending_rows"], c["passed"]) == (
-        "amount_non_negative", "card.json contracts", 4, False)
+    c, ok = report["checks"]
+    assert (c["check"], c["source"], c["offending_rows"], c["passed"], c["message"]) == (
+        "amount_non_negative", "card.json contracts on transactions", 4, False, "rule contract, row-level")
+    assert ok["passed"] and ok["check"] == "rows"
+    assert any("amount_non_negative" in w for w in report["verdict"]["warnings"])
 
 
 def test_bad_input_is_a_clear_user_error(tmp_path: Path) -> None:

@@ -41,10 +41,18 @@ def _read_json(path: Path) -> Any:
 
 def _as_findings(data: Any, source: str) -> list[dict[str, Any]]:
     """Findings in one shape from ``checks.json`` (a list, or ``{"findings": [...]}``) or a card
-    section (a list of results, or a mapping of rule name to result)."""
+    section (a list of results, a mapping of rule name to result, or of source name to results,
+    as the card's ``contracts`` holds them)."""
+    if isinstance(data, dict) and not any(k in data for k in ("findings", "results")):
+        out = []
+        for key, value in data.items():
+            if isinstance(value, list):  # per source: its contracts' results
+                out += _as_findings(value, f"{source} on {key}")
+            elif isinstance(value, dict):
+                out += _as_findings([{"check": key, **value}], source)
+        return out
     if isinstance(data, dict):
-        data = data.get("findings", data.get("results", [{"check": k, **v} for k, v in data.items()
-                                                         if isinstance(v, dict)]))
+        data = data.get("findings", data.get("results"))
     if not isinstance(data, list):
         return []
     out = []
@@ -56,7 +64,9 @@ def _as_findings(data: Any, source: str) -> list[dict[str, Any]]:
         out.append({"check": str(item.get("check") or item.get("name") or item.get("rule") or "?"),
                     "source": source, "kind": item.get("kind"),
                     "severity": item.get("severity", "error"), "passed": bool(item.get("passed", False)),
-                    "accepted": bool(item.get("accepted", False)), "message": item.get("message", ""),
+                    "accepted": bool(item.get("accepted", False)),
+                    "message": item.get("message") or (f"{item['kind']} contract, {item.get('level', '')}-level"
+                                                       if item.get("kind") else ""),
                     "observed": item.get("observed"), "bound": item.get("bound"),
                     "offending_rows": count, "evidence": list(item.get("evidence") or [])[:20]})
     return out
