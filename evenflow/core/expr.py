@@ -93,6 +93,14 @@ class Expr:
         """SQL text; ``rename`` maps a name to the SQL that stands for it (``a."x"``)."""
         return _sql(self.tree, rename or {})
 
+    def compiled(self) -> Callable[[Mapping[str, Any]], Any]:
+        """The expression as a Python function of one record (the stream engine's hot path).
+
+        >>> Expr.parse("coalesce(x, 0) * 2 > 3").compiled()({"x": 2})
+        True
+        """
+        return _compile(self.tree)
+
     def evaluate(self, record: Mapping[str, Any]) -> Any:
         return _eval(self.tree, record)
 
@@ -176,6 +184,52 @@ def _eval(node: ast.expr, rec: Mapping[str, Any]) -> Any:
         case ast.Call(func=ast.Name(id=name), args=args):
             vals = [_eval(a, rec) for a in args]
             return None if any(v is None for v in vals) else _FUNCS[name][2](*vals)
+    raise AssertionError(f"unchecked node {ast.dump(node)}")
+
+
+def _compile(node: ast.expr) -> Callable[[Mapping[str, Any]], Any]:
+    """Closures with the same meaning as ``_eval``, built once instead of matched per record."""
+    match node:
+        case ast.Name(id=name):
+            return lambda rec: rec.get(name)
+        case ast.Constant(value=value):
+            return lambda rec: value
+        case ast.BinOp(left=left, op=op, right=right):
+            fa, fb, fn = _compile(left), _compile(right), _BINOPS[type(op)][1]
+
+            def binop(rec: Mapping[str, Any]) -> Any:
+                a = fa(rec)
+                if a is None:
+                    return None
+                b = fb(rec)
+                return None if b is None else fn(a, b)
+            return binop
+        case ast.UnaryOp(op=ast.USub(), operand=operand):
+            fv = _compile(operand)
+            return lambda rec: None if (v := fv(rec)) is None else -v
+        case ast.UnaryOp(op=ast.Not(), operand=operand):
+            fv = _compile(operand)
+            return lambda rec: None if (v := fv(rec)) is None else not v
+        case ast.Compare(left=left, ops=[op], comparators=[right]):
+            fa, fb, fc = _compile(left), _compile(right), _CMPOPS[type(op)][1]
+
+            def compare(rec: Mapping[str, Any]) -> Any:
+                a, b = fa(rec), fb(rec)
+                return None if a is None or b is None else fc(a, b)
+            return compare
+        case ast.BoolOp(op=op, values=values):
+            fs, is_and = [_compile(v) for v in values], isinstance(op, ast.And)
+            return lambda rec: _three_valued(is_and, [f(rec) for f in fs])
+        case ast.Call(func=ast.Name(id="coalesce"), args=args):
+            fs = [_compile(a) for a in args]
+            return lambda rec: next((v for v in (f(rec) for f in fs) if v is not None), None)
+        case ast.Call(func=ast.Name(id=name), args=args):
+            fs, fn = [_compile(a) for a in args], _FUNCS[name][2]
+
+            def call(rec: Mapping[str, Any]) -> Any:
+                vals = [f(rec) for f in fs]
+                return None if any(v is None for v in vals) else fn(*vals)
+            return call
     raise AssertionError(f"unchecked node {ast.dump(node)}")
 
 

@@ -1,0 +1,430 @@
+"""The stream engine: the same feature-set definitions, one record (or micro-batch) at a time.
+
+For each record, in arrival order: parse, validate against the source's schema, check lateness
+against the watermark, run the feature set's steps (dedup, then the fitted steps with their
+artifacts, unchanged), check ``unique`` fields, add the event to its entity's window state, and
+compute the features at the event's ``(t, a) = (event_time, available_time)``.
+
+``emit="arrival"`` (the default, for real-time scoring) computes them from the events seen so far.
+``emit="final"`` waits until the watermark passes the event, so that every event with
+``event_time <= t`` that can still arrive has arrived; its values are then exactly the batch
+engine's (``docs/semantics.md`` §4), whatever the micro-batch sizes. ``evenflow parity`` uses it.
+
+>>> import evenflow as ef
+>>> tx = ef.source.frame([], name="tx", key="card", event_time="ts",
+...                      schema=ef.Schema(card=ef.String(), amount=ef.Float(), ts=ef.Timestamp()))
+>>> fs = ef.FeatureSet("card", source=tx, features=[ef.count(window="1h"), ef.sum("amount", window="1h")])
+>>> eng = StreamEngine(ef.Pipeline(name="p", sources={"tx": tx}, feature_sets=[fs]))
+>>> r = eng.process([{"card": "c1", "amount": 5, "ts": "2026-03-01T10:00:00Z"},
+...                  {"card": "c1", "amount": "x", "ts": "2026-03-01T10:01:00Z"},
+...                  {"card": "c1", "amount": 7, "ts": "2026-03-01T10:30:00Z"}])
+>>> [(o["count_1h"], o["sum_amount_1h"]) for o in r.outputs["card"]]
+[(1, 5.0), (2, 12.0)]
+>>> r.quarantined[0]["reason"], r.quarantined[0]["field"]
+('wrong_type', 'amount')
+>>> eng.read("card", "c1", at="2026-03-01T11:15:00Z")["count_1h"]     # 10:00 has left the window
+1
+"""
+
+from __future__ import annotations
+
+import heapq
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from evenflow.core.features import FeatureSet
+from evenflow.core.pipeline import Pipeline
+from evenflow.core.source import Source
+from evenflow.core.steps import Artifact, Dedup
+from evenflow.core.timeutil import parse_duration, parse_instant
+from evenflow.core.timeutil import to_micros as instant_micros
+from evenflow.errors import DefinitionError
+from evenflow.stream.state import KeyState, compile_aggregates, evaluate, retire_plan
+from evenflow.stream.validate import RecordValidator, as_text, to_micros
+
+Key = tuple[Any, ...]
+
+
+@dataclass
+class StreamResult:
+    """What one call to :meth:`StreamEngine.process` produced."""
+
+    outputs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    quarantined: list[dict[str, Any]] = field(default_factory=list)
+    duplicates: list[dict[str, Any]] = field(default_factory=list)
+    records: int = 0
+
+    def merge(self, other: StreamResult) -> None:
+        for name, rows in other.outputs.items():
+            self.outputs.setdefault(name, []).extend(rows)
+        self.quarantined += other.quarantined
+        self.duplicates += other.duplicates
+        self.records += other.records
+
+
+def state_id(feature_set: str, key: Key) -> str:
+    """The online store's name for one entity's state: ``card|["c1"]``.
+
+    >>> state_id("card", ("c1",))
+    'card|["c1"]'
+    """
+    return f"{feature_set}|{json.dumps(list(key), separators=(',', ':'), default=str)}"
+
+
+def _as_micros(at: int | str | datetime | None) -> int:
+    if at is None:
+        return time.time_ns() // 1000
+    if isinstance(at, int):
+        return at
+    return instant_micros(parse_instant(at))
+
+
+class FeatureSetStream:
+    """The per-feature-set part of the engine: steps, dedup memory, entity states."""
+
+    def __init__(self, fs: FeatureSet, key: list[str], source: Source, schema_fields: list[str],
+                 artifacts: dict[str, Artifact], emit: str) -> None:
+        self.fs = fs
+        self.key = key
+        self.event_time = source.event_time or ""
+        self.emit = emit
+        self.columns = sorted({a.column for a in fs.aggregates if a.column})
+        self.aggs = compile_aggregates(fs.aggregates, self.columns)
+        self.names = [a.name for a in fs.aggregates]
+        self.derived = [(d.name, d.parsed.compiled()) for d in fs.derived]
+        self.retire = retire_plan(self.aggs)
+        self.longest = fs.longest_window_us()
+        self.steps: list[tuple[Any, Artifact | None]] = []
+        for step in fs.steps:
+            if isinstance(step, Dedup):
+                self.steps.append((step, None))
+                continue
+            art_key = f"{fs.name}/{step.id}"
+            if art_key not in artifacts:
+                raise DefinitionError(
+                    f"feature set {fs.name!r}: step {step.id} needs its fitted artifact {art_key!r}",
+                    fix="pass the artifacts of a training set build (artifacts.json next to the "
+                        "training set) so serving applies exactly what training fitted")
+            self.steps.append((step, artifacts[art_key]))
+        self.unique = [n for n in schema_fields if n in source.schema_.fields  # type: ignore[union-attr]
+                       and source.schema_.fields[n].unique]  # type: ignore[union-attr]
+        self.states: dict[Key, KeyState] = {}
+        self.dirty: set[Key] = set()
+        self.seen: dict[str, dict[Any, list[Any]]] = {}      # dedup id -> key -> [seq, t, entity]
+        self.unique_seen: dict[str, dict[Any, int]] = {n: {} for n in self.unique}
+        self.pending: list[tuple[int, int, Key, dict[str, Any]]] = []
+        self.cancelled: set[int] = set()
+
+    # -- one record ------------------------------------------------------------------------------
+    def accept(self, rec: dict[str, Any], seq: int, t: int, a: int, payload: str,
+               result: StreamResult) -> str | None:
+        """Steps, unique checks and state update; returns a quarantine reason or ``None``."""
+        for step, artifact in self.steps:
+            if artifact is None:
+                if not self._dedup(step, rec, seq, t, payload, result):
+                    return "duplicate"
+            else:
+                rec = step.transform_one(rec, artifact)
+        for name in self.unique:
+            value = rec.get(name)
+            if value is not None:
+                first = self.unique_seen[name].setdefault(value, seq)
+                if first != seq:
+                    return f"not_unique|{name}|{name}={value} already seen at record {first}"
+        entity = tuple(rec.get(k) for k in self.key)
+        state = self.states.get(entity)
+        if state is None:
+            state = self.states[entity] = KeyState.empty(self.columns)
+        state.add(t, seq, a, [rec.get(c) for c in self.columns])
+        self.dirty.add(entity)
+        if self.emit == "arrival":
+            result.outputs.setdefault(self.fs.name, []).append(self.row(entity, rec, seq, t, a))
+        else:
+            heapq.heappush(self.pending, (t, seq, entity, {**rec, "__a": a}))
+        return None
+
+    def _dedup(self, step: Dedup, rec: dict[str, Any], seq: int, t: int, payload: str,
+               result: StreamResult) -> bool:
+        cols = step.key or list(rec)
+        dkey = tuple(rec.get(c) for c in cols)
+        memory = self.seen.setdefault(step.id, {})
+        kept = memory.get(dkey)
+        if kept is None:
+            memory[dkey] = [seq, t, tuple(rec.get(k) for k in self.key)]
+            return True
+        if step.keep == "first":
+            result.duplicates.append({"feature_set": self.fs.name, "seq": seq, "kept": kept[0],
+                                      "step": step.id, "payload": payload})
+            return False
+        # keep="last": the new arrival replaces the one kept so far.
+        old_seq, _, old_entity = kept
+        state = self.states.get(tuple(old_entity))
+        if state is not None and state.remove(old_seq):
+            self.dirty.add(tuple(old_entity))
+        self.cancelled.add(old_seq)
+        result.duplicates.append({"feature_set": self.fs.name, "seq": old_seq, "kept": seq,
+                                  "step": step.id, "payload": None})
+        memory[dkey] = [seq, t, tuple(rec.get(k) for k in self.key)]
+        return True
+
+    def row(self, entity: Key, rec: dict[str, Any], seq: int, t: int, a: int) -> dict[str, Any]:
+        values = evaluate(self.states.get(entity), self.aggs, t, a)
+        row = dict(rec)
+        row.pop("__a", None)
+        row.update(zip(self.names, values, strict=True))
+        if self.derived:
+            scope = {**rec, **row}
+            for name, expr in self.derived:
+                row[name] = expr(scope)
+        row["__seq"] = seq
+        return row
+
+    def finalize(self, watermark: int | None, result: StreamResult) -> None:
+        """Emit pending events the watermark has passed (all of them when ``watermark`` is None)."""
+        pending = self.pending
+        out = result.outputs.setdefault(self.fs.name, [])
+        while pending and (watermark is None or pending[0][0] < watermark):
+            t, seq, entity, rec = heapq.heappop(pending)
+            if seq in self.cancelled:
+                self.cancelled.discard(seq)
+                continue
+            out.append(self.row(entity, rec, seq, t, rec["__a"]))
+
+    def evict(self, watermark: int, ttl: int | None) -> None:
+        horizon = watermark - self.longest
+        if self.pending:     # an event still waiting to be emitted needs its window
+            horizon = min(horizon, self.pending[0][0] - self.longest)
+        for entity in list(self.dirty):
+            state = self.states.get(entity)
+            if state is not None:
+                state.evict(horizon, retire=self.retire)
+                if self.retire is None and not state.times:
+                    del self.states[entity]
+        if ttl is not None:
+            idle = watermark - ttl
+            for entity, state in list(self.states.items()):
+                latest = state.times[-1] if state.times else (state.retired.latest if state.retired else None)
+                if latest is None or latest < idle:
+                    del self.states[entity]
+                    self.dirty.add(entity)
+
+    def read(self, entity: Key, at: int, record: dict[str, Any] | None = None) -> dict[str, Any]:
+        values = evaluate(self.states.get(entity), self.aggs, at, at)
+        row: dict[str, Any] = dict(zip(self.key, entity, strict=True))
+        row.update(zip(self.names, values, strict=True))
+        if self.derived:
+            scope = {**(record or {}), **row}
+            for name, expr in self.derived:
+                row[name] = expr(scope)
+        return row
+
+
+class StreamEngine:
+    """Runs feature sets of one source over a stream of records.
+
+    ``lateness``: events up to this far behind the largest event time seen are still accepted
+    (out of order); older ones are quarantined as ``late``. ``ttl``: an entity idle (no event)
+    for longer is forgotten. ``artifacts``: fitted step artifacts of a training set build.
+    """
+
+    def __init__(self, pipeline: Pipeline, feature_sets: str | Sequence[str] | None = None, *,
+                 artifacts: dict[str, Artifact] | None = None, lateness: str | int = "0s",
+                 ttl: str | int | None = None, emit: Literal["arrival", "final"] = "arrival") -> None:
+        if isinstance(feature_sets, str):
+            feature_sets = [feature_sets]
+        chosen = [pipeline.feature_set(n) for n in feature_sets] if feature_sets else \
+            list(pipeline.feature_sets)
+        if not chosen:
+            raise DefinitionError(f"pipeline {pipeline.name!r} has no feature sets to serve")
+        sources = {fs.source_name() for fs in chosen}
+        if len(sources) > 1:
+            raise DefinitionError(f"one stream engine reads one source; these feature sets read "
+                                  f"{sorted(sources)}", fix="start one engine per source")
+        self.pipeline = pipeline
+        self.source = pipeline.source_of(chosen[0])
+        if self.source.schema_ is None or not self.source.event_time:
+            raise DefinitionError(f"source {self.source.name!r} needs a schema and an event_time "
+                                  "to be streamed", fix="declare schema: and event_time: on it")
+        schema = self.source.schema_
+        required = {c for c in [*self.source.key, self.source.event_time,
+                                self.source.available_time] if c}
+        self.validator = RecordValidator(schema, required=required)
+        self.lateness = 0 if lateness in (0, "0", "0s") else parse_duration(lateness)
+        self.ttl = None if ttl is None else parse_duration(ttl)
+        self.emit = emit
+        self.sets = {fs.name: FeatureSetStream(fs, pipeline.key_of(fs), self.source,
+                                               list(schema.fields), dict(artifacts or {}), emit)
+                     for fs in chosen}
+        self.seq = 0
+        self.max_time: int | None = None
+        self.counts = {"records": 0, "quarantined": 0}
+
+    @property
+    def watermark(self) -> int | None:
+        """Largest event time seen minus the allowed lateness (µs), ``None`` before any event."""
+        return None if self.max_time is None else self.max_time - self.lateness
+
+    # -- processing ------------------------------------------------------------------------------
+    def process(self, records: Iterable[dict[str, Any] | str | bytes], *,
+                seqs: Iterable[int] | None = None) -> StreamResult:
+        """Process one micro-batch in arrival order; see the module docstring.
+
+        ``seqs`` gives each record's arrival number (a replay keeps the file's row numbers, so
+        ties break as in the batch engine); by default records are numbered as they come.
+        """
+        result = StreamResult(outputs={name: [] for name in self.sets})
+        if seqs is None:
+            for record in records:
+                self._one(record, result, self.seq)
+        else:
+            for record, seq in zip(records, seqs, strict=True):
+                self._one(record, result, seq)
+        self._end_batch(result)
+        return result
+
+    def process_one(self, record: dict[str, Any] | str | bytes) -> StreamResult:
+        """Process one record: the same as a micro-batch of one."""
+        return self.process([record])
+
+    def flush(self) -> StreamResult:
+        """Emit every pending event (``emit="final"``): the end of a replay, or a shutdown."""
+        result = StreamResult(outputs={name: [] for name in self.sets})
+        for fs in self.sets.values():
+            fs.finalize(None, result)
+        return result
+
+    def _quarantine(self, result: StreamResult, seq: int, payload: str, reason: str, fld: str | None,
+                    step: str, detail: str) -> None:
+        self.counts["quarantined"] += 1
+        result.quarantined.append({"seq": seq, "payload": payload, "reason": reason, "field": fld,
+                                   "step": step, "detail": detail})
+
+    def _one(self, record: dict[str, Any] | str | bytes, result: StreamResult, seq: int) -> None:
+        self.seq = max(self.seq, seq + 1)
+        self.counts["records"] += 1
+        result.records += 1
+        if isinstance(record, (str, bytes)):
+            payload = record.decode("utf-8", "replace") if isinstance(record, bytes) else record
+            try:
+                record = json.loads(payload)
+            except ValueError as exc:
+                self._quarantine(result, seq, payload, "malformed_record", None, "read",
+                                 f"not JSON: {exc}")
+                return
+            if not isinstance(record, dict):
+                self._quarantine(result, seq, payload, "malformed_record", None, "read",
+                                 "not a JSON object")
+                return
+        else:
+            payload = json.dumps(record, separators=(",", ":"), default=str)
+        typed, failure = self.validator.check(record)
+        if typed is None:
+            assert failure is not None
+            self._quarantine(result, seq, payload, failure[0], failure[1], "schema", failure[2])
+            return
+        t = to_micros(typed[self.source.event_time])  # type: ignore[index]
+        avail = self.source.available_time
+        a = to_micros(typed[avail]) if avail and typed.get(avail) is not None else t
+        watermark = self.watermark
+        if watermark is not None and t < watermark:
+            self._quarantine(result, seq, payload, "late", self.source.event_time, "watermark",
+                             f"event_time is {(watermark - t) / 1e6:g} s behind the watermark")
+            return
+        for fs in self.sets.values():
+            outcome = fs.accept(dict(typed), seq, t, a, payload, result)
+            if outcome is not None and outcome != "duplicate":
+                reason, fld, detail = outcome.split("|", 2)
+                self._quarantine(result, seq, payload, reason, fld, "schema.unique", detail)
+                break
+        if self.max_time is None or t > self.max_time:
+            self.max_time = t
+            if self.emit == "final":
+                for fs in self.sets.values():
+                    fs.finalize(self.watermark, result)
+
+    def _end_batch(self, result: StreamResult) -> None:
+        if self.watermark is None:
+            return
+        for fs in self.sets.values():
+            fs.evict(self.watermark, self.ttl)
+
+    # -- online reads ----------------------------------------------------------------------------
+    def read(self, feature_set: str, key: Any, at: int | str | datetime | None = None,
+             record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Features of one entity as of ``at`` (default now): windows expire at read time too."""
+        fs = self._set(feature_set)
+        return fs.read(key if isinstance(key, tuple) else (key,), _as_micros(at), record)
+
+    def read_many(self, feature_set: str, keys: Iterable[Any],
+                  at: int | str | datetime | None = None) -> list[dict[str, Any]]:
+        fs = self._set(feature_set)
+        t = _as_micros(at)
+        return [fs.read(k if isinstance(k, tuple) else (k,), t) for k in keys]
+
+    def _set(self, name: str) -> FeatureSetStream:
+        try:
+            return self.sets[name]
+        except KeyError:
+            raise DefinitionError(f"no feature set {name!r} in this engine",
+                                  fix=f"one of: {', '.join(self.sets)}") from None
+
+    # -- state for the online store and checkpoints --------------------------------------------
+    def dirty_states(self) -> dict[str, bytes | None]:
+        """Entity states changed since the last call, as msgpack blobs (``None``: forgotten)."""
+        msgpack = _msgpack()
+        out: dict[str, bytes | None] = {}
+        for name, fs in self.sets.items():
+            for entity in fs.dirty:
+                state = fs.states.get(entity)
+                out[state_id(name, entity)] = None if state is None else \
+                    msgpack.packb(state.to_wire(), use_bin_type=True)
+            fs.dirty.clear()
+        return out
+
+    def load_states(self, blobs: dict[str, bytes]) -> None:
+        """Restore entity states written by :meth:`dirty_states`."""
+        msgpack = _msgpack()
+        for sid, blob in blobs.items():
+            name, _, key = sid.partition("|")
+            if name in self.sets and blob is not None:
+                self.sets[name].states[tuple(json.loads(key))] = \
+                    KeyState.from_wire(msgpack.unpackb(blob, raw=False, strict_map_key=False))
+
+    def meta(self) -> bytes:
+        """Everything but the entity states: watermark, arrival counter, dedup and unique memory."""
+        data = {"seq": self.seq, "max_time": self.max_time, "counts": self.counts,
+                "sets": {name: {"seen": {k: [[list(d), v] for d, v in m.items()]
+                                         for k, m in fs.seen.items()},
+                                "unique": {k: [[as_text(v) if not isinstance(v, (int, float)) else v, s]
+                                               for v, s in m.items()]
+                                           for k, m in fs.unique_seen.items()},
+                                "pending": [[t, s, list(e), r] for t, s, e, r in fs.pending]}
+                         for name, fs in self.sets.items()}}
+        return _msgpack().packb(data, use_bin_type=True, default=str)
+
+    def load_meta(self, blob: bytes) -> None:
+        data = _msgpack().unpackb(blob, raw=False, strict_map_key=False)
+        self.seq, self.max_time, self.counts = data["seq"], data["max_time"], data["counts"]
+        for name, saved in data["sets"].items():
+            fs = self.sets.get(name)
+            if fs is None:
+                continue
+            fs.seen = {k: {tuple(d): [v[0], v[1], tuple(v[2])] for d, v in m}
+                       for k, m in saved["seen"].items()}
+            fs.unique_seen = {k: {v: s for v, s in m} for k, m in saved["unique"].items()}
+            fs.pending = [(t, s, tuple(e), r) for t, s, e, r in saved["pending"]]
+            heapq.heapify(fs.pending)
+
+
+def _msgpack() -> Any:
+    try:
+        import msgpack
+    except ImportError as exc:  # pragma: no cover - depends on the installed extras
+        from evenflow.errors import EvenflowError
+        raise EvenflowError("the online store needs msgpack",
+                            fix='pip install "evenflow[serve]"') from exc
+    return msgpack

@@ -1,0 +1,227 @@
+"""Schema validation of one record, with the same outcome as the batch engine's SQL pass.
+
+A record arrives as JSON values (str, int, float, bool, None, or nested). Each declared field is
+typed the way the batch engine types the same text (``evenflow/quality/validate.py``): integers
+must be written as integers, timestamps must be ISO 8601 with a zone, and so on. The first failed
+rule, in schema order, is the record's quarantine reason.
+
+>>> from evenflow.core.schema import Schema, Float, String, Timestamp
+>>> v = RecordValidator(Schema(card=String(nullable=False), amount=Float(ge=0), ts=Timestamp()),
+...                     required={"card", "ts"})
+>>> v.check({"card": "c1", "amount": "12.5", "ts": "2026-03-01T12:00:00+01:00"})[0]["amount"]
+12.5
+>>> v.check({"card": "c1", "amount": -1, "ts": "2026-03-01T12:00:00Z"})[1]
+('out_of_range', 'amount', 'amount=-1.0 is below ge=0.0')
+>>> v.check({"card": "c1", "ts": "2026-03-01T12:00:00"})[1][0]
+'naive_timestamp'
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, tzinfo
+from functools import partial
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from evenflow.core.schema import Schema
+
+Failure = tuple[str, str, str]
+_MISSING = object()
+
+# Mirrors of the SQL pass's patterns (strict ISO 8601; a zone offset after a time of day).
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)? ?"
+                  r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?)?")
+_OFFSET = re.compile(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)? ?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$")
+_INT = re.compile(r"[+-]?[0-9]+")
+_BOOL = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def as_text(value: Any) -> str:
+    """A JSON value as the text the batch engine reads for it (``json_extract_string``).
+
+    >>> as_text(True), as_text(3), as_text(1.5), as_text({"a": 1})
+    ('true', '3', '1.5', '{"a":1}')
+    """
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _parse_iso(text: str, zone: tzinfo | None) -> datetime | None:
+    text = text.replace(" Z", "Z").replace("z", "Z")
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if value.tzinfo is None:
+        if zone is None:
+            return None
+        value = value.replace(tzinfo=zone)
+    return value.astimezone(UTC)
+
+
+def parse_timestamp(value: Any, tz: str | None = None) -> tuple[datetime | None, str]:
+    """A timestamp value as an aware UTC datetime, or ``None`` and the reason code.
+
+    >>> parse_timestamp("2026-03-01 12:00:00+01")[0].isoformat()
+    '2026-03-01T11:00:00+00:00'
+    >>> parse_timestamp("2026-03-01T12:00:00", "Europe/Paris")[0].hour
+    11
+    >>> parse_timestamp("yesterday")
+    (None, 'unparseable_timestamp')
+    """
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            return (value.replace(tzinfo=ZoneInfo(tz)).astimezone(UTC), "") if tz else \
+                (None, "naive_timestamp")
+        return value.astimezone(UTC), ""
+    text = as_text(value).strip()
+    if not _ISO.fullmatch(text):
+        return None, "unparseable_timestamp"
+    if _OFFSET.search(text):
+        parsed = _parse_iso(text, None)
+        return (parsed, "") if parsed else (None, "unparseable_timestamp")
+    parsed = _parse_iso(text, ZoneInfo(tz) if tz else None)
+    if parsed is not None:
+        return parsed, ""
+    if tz is None and _parse_iso(text, UTC) is not None:
+        return None, "naive_timestamp"
+    return None, "unparseable_timestamp"
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime.
+
+    >>> to_micros(datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC))
+    1000000
+    """
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    text = as_text(value).strip()
+    return int(text) if _INT.fullmatch(text) else None
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    try:
+        return float(as_text(value).strip())
+    except ValueError:
+        return None
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    return _BOOL.get(as_text(value).strip().lower())
+
+
+class RecordValidator:
+    """Types and checks records against ``schema``; ``required`` fields are never nullable."""
+
+    def __init__(self, schema: Schema, *, required: set[str] | frozenset[str] = frozenset()) -> None:
+        self.schema = schema
+        self._fields = [(name, field.type, field.nullable and name not in required,
+                         _converter(field), _constraints(name, field))
+                        for name, field in schema.fields.items()]
+
+    def check(self, record: dict[str, Any]) -> tuple[dict[str, Any] | None, Failure | None]:
+        """``(typed record, None)`` or ``(None, (reason, field, detail))`` for the first failure."""
+        typed: dict[str, Any] = {}
+        for name, kind, nullable, convert, checks in self._fields:
+            raw = record.get(name, _MISSING)
+            if raw is _MISSING or raw is None:
+                if not nullable:
+                    if raw is _MISSING:
+                        return None, ("missing_field", name, f"the record has no field {name}")
+                    return None, ("null", name, f"{name} is null")
+                typed[name] = None
+                continue
+            value, reason = convert(raw)
+            if value is None:
+                if kind != "timestamp":
+                    reason = "wrong_type"
+                return None, (reason, name, f"{name}={as_text(raw)} is not a valid {kind}")
+            for check in checks:
+                failure = check(value)
+                if failure is not None:
+                    return None, failure
+            typed[name] = value
+        return typed, None
+
+
+def _converter(field: Any) -> Callable[[Any], tuple[Any, str]]:
+    if field.type == "timestamp":
+        tz = field.tz
+        return lambda v: parse_timestamp(v, tz)
+    simple: Callable[[Any], Any] = {"int": _int, "float": _float, "bool": _bool,
+                                    "string": as_text}[field.type]
+    if field.type == "float":
+        # The common case first: a JSON number needs no parsing.
+        return lambda v: (float(v), "") if type(v) in (float, int) else \
+            ((typed := simple(v)), "" if typed is not None else "wrong_type")
+    if field.type == "string":
+        return lambda v: (v, "") if type(v) is str else (as_text(v), "")
+
+    def convert(value: Any) -> tuple[Any, str]:
+        typed = simple(value)
+        return typed, "" if typed is not None else "wrong_type"
+    return convert
+
+
+def _below(x: Any, b: float) -> bool:
+    return bool(x < b)
+
+
+def _not_above(x: Any, b: float) -> bool:
+    return bool(x <= b)
+
+
+def _above(x: Any, b: float) -> bool:
+    return bool(x > b)
+
+
+def _not_below(x: Any, b: float) -> bool:
+    return bool(x >= b)
+
+
+def _range_detail(name: str, word: str, bound: float, value: Any) -> str:
+    return f"{name}={value!r} is {word}={bound!r}"
+
+
+def _constraints(name: str, field: Any) -> list[Callable[[Any], Failure | None]]:
+    """The field's rules as functions of a typed, non-null value, in the batch pass's order."""
+    checks: list[Callable[[Any], Failure | None]] = []
+
+    def rule(test: Callable[[Any], bool], reason: str, say: Callable[[Any], str]) -> None:
+        checks.append(lambda v: (reason, name, say(v)) if test(v) else None)
+
+    if field.type in ("int", "float"):
+        for op, word, bad in (("ge", "below ge", _below), ("gt", "not above gt", _not_above),
+                              ("le", "above le", _above), ("lt", "not below lt", _not_below)):
+            bound = getattr(field, op)
+            if bound is not None:
+                rule(partial(bad, b=bound), "out_of_range", partial(_range_detail, name, word, bound))
+    if field.allowed:
+        allowed = set(field.allowed) | {as_text(a) for a in field.allowed}
+        rule(lambda v: v not in allowed and as_text(v) not in allowed, "not_allowed",
+             lambda v: f"{name}={as_text(v)} is not one of {field.allowed}")
+    regex = getattr(field, "regex", None)
+    if regex:
+        pattern = re.compile(regex)
+        rule(lambda v: pattern.fullmatch(v) is None, "regex",
+             lambda v: f"{name}={v} does not match {regex}")
+    return checks
