@@ -20,6 +20,7 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) $(FRAUD)/generate.py --out $(FRAUD)/data --n $(N) --seed $(SEED)
 	$(VENV)/bin/evenflow training-set $(FRAUD)/pipeline.yaml
+	$(VENV)/bin/evenflow report $(FRAUD)/pipeline.yaml
 	$(PY) $(FRAUD)/train.py $(FRAUD)/out/fraud_v1/training_set.parquet
 
 # Starts PostgreSQL and Redis if they are down (tests use fresh schemas and key prefixes).
