@@ -75,6 +75,17 @@ def state_id(feature_set: str, key: Key) -> str:
     return f"{feature_set}|{json.dumps(list(key), separators=(',', ':'), default=str)}"
 
 
+def payload_text(payload: Any) -> str:
+    """The original record as JSON text (it arrived as text, or as a dict).
+
+    >>> payload_text({"a": 1}), payload_text('{"a": 1}')
+    ('{"a":1}', '{"a": 1}')
+    """
+    if isinstance(payload, str):
+        return payload
+    return json.dumps(payload, separators=(",", ":"), default=str)
+
+
 def _as_micros(at: int | str | datetime | None) -> int:
     if at is None:
         return time.time_ns() // 1000
@@ -120,7 +131,7 @@ class FeatureSetStream:
         self.cancelled: set[int] = set()
 
     # -- one record ------------------------------------------------------------------------------
-    def accept(self, rec: dict[str, Any], seq: int, t: int, a: int, payload: str,
+    def accept(self, rec: dict[str, Any], seq: int, t: int, a: int, payload: Any,
                result: StreamResult) -> str | None:
         """Steps, unique checks and state update; returns a quarantine reason or ``None``."""
         for step, artifact in self.steps:
@@ -147,7 +158,7 @@ class FeatureSetStream:
             heapq.heappush(self.pending, (t, seq, entity, {**rec, "__a": a}))
         return None
 
-    def _dedup(self, step: Dedup, rec: dict[str, Any], seq: int, t: int, payload: str,
+    def _dedup(self, step: Dedup, rec: dict[str, Any], seq: int, t: int, payload: Any,
                result: StreamResult) -> bool:
         cols = step.key or list(rec)
         dkey = tuple(rec.get(c) for c in cols)
@@ -158,7 +169,7 @@ class FeatureSetStream:
             return True
         if step.keep == "first":
             result.duplicates.append({"feature_set": self.fs.name, "seq": seq, "kept": kept[0],
-                                      "step": step.id, "payload": payload})
+                                      "step": step.id, "payload": payload_text(payload)})
             return False
         # keep="last": the new arrival replaces the one kept so far.
         old_seq, _, old_entity = kept
@@ -297,10 +308,10 @@ class StreamEngine:
             fs.finalize(None, result)
         return result
 
-    def _quarantine(self, result: StreamResult, seq: int, payload: str, reason: str, fld: str | None,
+    def _quarantine(self, result: StreamResult, seq: int, payload: Any, reason: str, fld: str | None,
                     step: str, detail: str) -> None:
         self.counts["quarantined"] += 1
-        result.quarantined.append({"seq": seq, "payload": payload, "reason": reason, "field": fld,
+        result.quarantined.append({"seq": seq, "payload": payload_text(payload), "reason": reason, "field": fld,
                                    "step": step, "detail": detail})
 
     def _one(self, record: dict[str, Any] | str | bytes, result: StreamResult, seq: int) -> None:
@@ -320,7 +331,7 @@ class StreamEngine:
                                  "not a JSON object")
                 return
         else:
-            payload = json.dumps(record, separators=(",", ":"), default=str)
+            payload = record     # turned into text only if it is quarantined or a duplicate
         typed, failure = self.validator.check(record)
         if typed is None:
             assert failure is not None
