@@ -7,3 +7,9 @@ import typer
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to ``app``."""
+    from evenflow.stream.runner import register_consume
+
+    register_consume(app)
+    from evenflow.stream.parity import register_parity
+
+    register_parity(app)

@@ -36,6 +36,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+import typer
+
 from evenflow.core.pipeline import Pipeline
 from evenflow.core.timeutil import parse_duration
 from evenflow.errors import EvenflowError
@@ -145,8 +147,10 @@ class Runner:
             else:
                 records.append(record)
                 owners.append(event)
-        base = self.engine.seq      # the engine numbers records consecutively from here
-        result = self.engine.process(records)
+        # Arrival numbers continue the engine's (restored from the store's meta after a restart),
+        # so a replayed batch gets the numbers it had, and a quarantine row maps to its event.
+        base = self.engine.seq
+        result = self.engine.process(records, seqs=range(base, base + len(records)))
         for row in result.quarantined:
             event = owners[row["seq"] - base]
             # The original text (a CSV line, not its dict form) and where it came from.
@@ -311,6 +315,18 @@ def _run_cli(args: argparse.Namespace) -> RunStats:
         return runner.run(idle_exit_s=args.idle_exit)
     finally:
         source.close()
+
+
+def register_consume(app: Any) -> None:
+    """Add ``evenflow consume`` (the options of ``python -m evenflow.stream.runner``) to ``app``."""
+    @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+                 add_help_option=False)
+    def consume(ctx: typer.Context) -> None:
+        """Consume a Redis Stream (or replay a file) into the stream engine, landing raw events
+        in bronze exactly once and keeping the online store fresh. --help for the options."""
+        code = main(list(ctx.args))
+        if code:
+            raise typer.Exit(code)
 
 
 if __name__ == "__main__":
