@@ -13,6 +13,3 @@ def register(app: typer.Typer) -> None:
     from evenflow.stream.parity import register_parity
 
     register_parity(app)
-    from evenflow.stream.parity import register_parity
-
-    register_parity(app)

@@ -36,9 +36,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-import typer
-
 import pyarrow as pa
+import typer
 
 from evenflow.core.pipeline import Pipeline
 from evenflow.core.source import Source
