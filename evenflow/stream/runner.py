@@ -46,6 +46,7 @@ from evenflow.stream.sink import BronzeSink, QuarantineSink, RawEvent
 from evenflow.stream.sources import EventSource, FileReplaySource, RedisStreamSource
 from evenflow.stream.store import MemoryStore, OnlineStore, RedisStore
 
+READ_CHUNK = 5_000
 CRASH_POINTS = ("mid_batch", "between_sinks", "mid_commit", "after_commit_before_ack")
 
 
@@ -198,8 +199,9 @@ class Runner:
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
-            # Short blocks keep a stop request (SIGTERM) answered promptly.
-            got = self.source.read(self.max_batch - len(out), min(left_ms, 250))
+            # Short blocks and bounded reads keep the commit interval and a stop request (SIGTERM)
+            # answered promptly, however deep the backlog.
+            got = self.source.read(min(self.max_batch - len(out), READ_CHUNK), min(left_ms, 250))
             if done is not None and got:
                 old = [e for e in got if self.source.offset_key(e.offset) <= done]
                 if old:  # landed before a crash; only the acknowledgement was missing
