@@ -6,7 +6,7 @@ N ?= 1000000
 SEED ?= 7
 FRAUD := examples/fraud
 
-.PHONY: demo test test-all bench bench-feast lint install services browser clean
+.PHONY: demo test test-all bench bench-feast bench-landing lint install services browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-feast: install $(FEAST_VENV)/.installed
 	$(PY) benchmarks/feast_pit/drive.py --sizes 20k,30k,50k --keys zipf --stores file,duckdb,evenflow
 	$(PY) benchmarks/feast_pit/drive.py --sizes 1m --keys uniform --stores file,duckdb,evenflow
 	$(PY) benchmarks/feast_pit/drive.py --table
+
+# Exactly-once Delta landing from a Redis Stream at a 1 s commit interval vs plain appends.
+bench-landing: install services
+	$(PY) benchmarks/delta_landing.py --events $(if $(QUICK),20000,100000) --cards 10000 --interval 1s
 
 lint: install
 	$(VENV)/bin/ruff check evenflow tests examples benchmarks
