@@ -69,40 +69,42 @@ class ContractResult:
         return f"{state} {self.name} ({self.severity}): observed {shown}, bound {self.bound}"
 
 
-def _row_sql(c: Any, i: int) -> tuple[str, str, str]:
-    """(inner select items, failure flag over them, detail text SQL over failing rows ``t``)."""
-    w = f"__w{i}"
-    if isinstance(c, Unique):
-        cols = ", ".join(q(k) for k in c.columns)
-        nonnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in c.columns)
-        shown = " || ', ' || ".join(f"{lit(k + '=')} || CAST(t.{q(k)} AS VARCHAR)" for k in c.columns)
-        return (f"min(__seq) OVER (PARTITION BY {cols}) AS {w}",
-                f"({nonnull} AND {w} <> __seq)",
-                f"{shown} || ' already seen at record ' || CAST(f.{w} AS VARCHAR)")
+def _flag(c: Any) -> str:
+    """A scalar row contract's failure flag over one row: TRUE when it fails, never NULL."""
     if isinstance(c, Allowed):
         values = ", ".join(lit(v) for v in c.values)
-        return ("", f"({q(c.column)} IS NOT NULL AND {q(c.column)} NOT IN ({values}))",
-                f"{lit(c.column + '=')} || CAST(t.{q(c.column)} AS VARCHAR) || "
-                f"{lit(' is not one of ' + values)}")
+        return f"({q(c.column)} IS NOT NULL AND {q(c.column)} NOT IN ({values}))"
     if isinstance(c, Matches):
-        text = f"CAST({q(c.column)} AS VARCHAR)"
-        return ("", f"({q(c.column)} IS NOT NULL AND NOT regexp_full_match({text}, {lit(c.pattern)}))",
-                f"{lit(c.column + '=')} || CAST(t.{q(c.column)} AS VARCHAR) || "
-                f"{lit(' does not match ' + c.pattern)}")
-    if isinstance(c, Monotonic):
-        part = f"PARTITION BY {', '.join(q(b) for b in c.by)} " if c.by else ""
-        order = f"{q(c.order_by)}, __seq" if c.order_by else "__seq"
-        op = {("increasing", False): "<", ("increasing", True): "<=",
-              ("decreasing", False): ">", ("decreasing", True): ">="}[(c.direction, c.strict)]
-        word = ("not above" if c.strict else "below") if c.direction == "increasing" else \
-            ("not below" if c.strict else "above")
-        return (f"lag({q(c.column)} IGNORE NULLS) OVER ({part}ORDER BY {order}) AS {w}",
-                f"({q(c.column)} IS NOT NULL AND {w} IS NOT NULL AND {q(c.column)} {op} {w})",
-                f"{lit(c.column + '=')} || CAST(t.{q(c.column)} AS VARCHAR) || "
-                f"{lit(' is ' + word + ' the previous value ')} || CAST(f.{w} AS VARCHAR)")
+        return (f"({q(c.column)} IS NOT NULL AND "
+                f"NOT regexp_full_match(CAST({q(c.column)} AS VARCHAR), {lit(c.pattern)}))")
     assert isinstance(c, Rule)
     cond = Expr.parse(c.expr).to_sql() if c.expr is not None else f"({c.sql})"
-    return "", f"coalesce(NOT {cond}, FALSE)", lit(f"breaks {c.expr or c.sql}")
+    return f"coalesce(NOT {cond}, FALSE)"
+
+
+def _order(c: Monotonic) -> tuple[str, str]:
+    """The comparison that fails a row against the previous value, and its words."""
+    op = {("increasing", False): "<", ("increasing", True): "<=",
+          ("decreasing", False): ">", ("decreasing", True): ">="}[(c.direction, c.strict)]
+    word = ("not above" if c.strict else "below") if c.direction == "increasing" else \
+        ("not below" if c.strict else "above")
+    return op, word
+
+
+def _detail(c: Any, i: int) -> str:
+    """SQL for why a row fails, over the failing rows ``f`` (its columns and helper ``__w<i>``)."""
+    def shown(k: str) -> str:
+        return f"{lit(k + '=')} || coalesce(CAST(f.{q(k)} AS VARCHAR), 'null')"
+    if isinstance(c, Unique):
+        return " || ', ' || ".join(shown(k) for k in c.columns) + \
+            f" || ' already seen at record ' || f.__w{i}"
+    if isinstance(c, Allowed):
+        return f"{shown(c.column)} || {lit(' is not one of ' + ', '.join(lit(v) for v in c.values))}"
+    if isinstance(c, Matches):
+        return f"{shown(c.column)} || {lit(' does not match ' + c.pattern)}"
+    if isinstance(c, Monotonic):
+        return f"{shown(c.column)} || {lit(' is ' + _order(c)[1] + ' the previous value ')} || f.__w{i}"
+    return lit(f"breaks {c.expr or c.sql}")
 
 
 def _check_sql(con: duckdb.DuckDBPyConnection, table: str, c: Any, sql: str) -> None:
@@ -116,23 +118,93 @@ def _check_sql(con: duckdb.DuckDBPyConnection, table: str, c: Any, sql: str) -> 
                               ) from None
 
 
+def _long(items: list[tuple[int, str, str]], source: str, extra_where: str = "") -> str:
+    """(rule, flag, info) over ``source`` -> one row (__seq, __rule, __info) per failure."""
+    cases = ", ".join(f"CASE WHEN {flag} THEN {{'r': {i}, 'info': CAST({info} AS VARCHAR)}} END"
+                      for i, flag, info in items)
+    where = " OR ".join(flag for _, flag, _ in items) + extra_where
+    return (f"SELECT __seq, x.r AS __rule, x.info AS __info FROM (SELECT __seq, unnest(list_filter("
+            f"[{cases}], lambda x: x IS NOT NULL)) AS x FROM {source} WHERE {where})")
+
+
 def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) -> str:
-    """One pass over ``table``: a temp table of the failing rows with one flag ``__f<i>`` per rule."""
-    windows, flags, kept = ["*"], [], []
+    """The failing rows of ``rules`` over ``table``: a temp table with ``__seq`` and, per rule
+    ``i``, a flag ``__f<i>`` and a helper text ``__w<i>`` (first record of a key, previous value).
+
+    Scalar rules (allowed, matches, rule) share one scan. Each uniqueness contract is a hash
+    aggregate that keeps only repeated keys; only when there are some does a join find their
+    rows. Monotonic contracts with the same sequence share one window pass.
+    """
+    long = q(f"{table}__contract_long")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {long} (__seq BIGINT, __rule INTEGER, __info VARCHAR)")
+    scalar = [(i, _flag(c), "NULL") for i, c in enumerate(rules) if not isinstance(c, Unique | Monotonic)]
+    for i, flag, _ in scalar:
+        _check_sql(con, table, rules[i], flag)
+    if scalar:
+        con.execute(f"INSERT INTO {long} {_long(scalar, q(table))}")
     for i, c in enumerate(rules):
-        window, flag, _ = _row_sql(c, i)
-        _check_sql(con, table, c, window or flag)
-        if window:  # helper values (first record of a key, previous value) kept for the detail
-            windows.append(window)
-            kept.append(f"__w{i}")
-        flags.append(f"{flag} AS __f{i}")
+        if isinstance(c, Unique):
+            _unique(con, table, c, i, long)
+    sequences: dict[tuple[tuple[str, ...], str | None], list[int]] = {}
+    for i, c in enumerate(rules):
+        if isinstance(c, Monotonic):
+            sequences.setdefault((tuple(c.by), c.order_by), []).append(i)
+    for (by, order_by), members in sequences.items():
+        _monotonic(con, table, [(i, rules[i]) for i in members], list(by), order_by, long)
     out = q(f"{table}__contract_failures")
-    names = ", ".join([*(f"__f{i}" for i in range(len(rules))), *kept])
-    any_flag = " OR ".join(f"__f{i}" for i in range(len(rules)))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT __seq, {names} FROM "
-                f"(SELECT __seq, {', '.join([*flags, *kept])} FROM "
-                f"(SELECT {', '.join(windows)} FROM {q(table)})) WHERE {any_flag}")
+    flags = ", ".join(f"bool_or(__rule = {i}) AS __f{i}, "
+                      f"any_value(__info) FILTER (WHERE __rule = {i}) AS __w{i}" for i in range(len(rules)))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT __seq, {flags} FROM {long} GROUP BY __seq")
+    con.execute(f"DROP TABLE {long}")
     return out
+
+
+def _unique(con: duckdb.DuckDBPyConnection, table: str, c: Unique, i: int, long: str) -> None:
+    cols = ", ".join(q(k) for k in c.columns)
+    _check_sql(con, table, c, cols)
+    nonnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in c.columns)
+    repeated = q(f"{table}__repeated_{i}")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {repeated} AS SELECT {cols}, min(__seq) AS __first "
+                f"FROM {q(table)} WHERE {nonnull} GROUP BY ALL HAVING count(*) > 1")
+    if con.sql(f"SELECT count(*) FROM {repeated}").fetchall()[0][0]:
+        on = " AND ".join(f"t.{q(k)} = d.{q(k)}" for k in c.columns)
+        con.execute(f"INSERT INTO {long} SELECT t.__seq, {i}, CAST(d.__first AS VARCHAR) "
+                    f"FROM {q(table)} t JOIN {repeated} d ON {on} WHERE t.__seq <> d.__first")
+    con.execute(f"DROP TABLE {repeated}")
+
+
+def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[int, Monotonic]],
+               by: list[str], order_by: str | None, long: str) -> None:
+    """One window pass for the contracts that share a sequence.
+
+    In input order without entities, the rows are read in the order they were stored (``OVER
+    ()``, streamed, no sort) and that order is checked on the way (``__seq`` only grows); if it
+    ever did not, the pass is redone with an explicit sort.
+    """
+    part = f"PARTITION BY {', '.join(q(b) for b in by)} " if by else ""
+    order = f"ORDER BY {q(order_by)}, __seq" if order_by else "ORDER BY __seq"
+    streamed = not by and not order_by
+    for sort in ([False, True] if streamed else [True]):
+        spec = f"{part}{order}" if sort else ""
+        lags = ", ".join(f"lag({q(c.column)} IGNORE NULLS) OVER ({spec}) AS __p{i}" for i, c in members)
+        cols = ", ".join(dict.fromkeys(q(c.column) for _, c in members))
+        for i, c in members:
+            _check_sql(con, table, c, f"lag({q(c.column)}) OVER ({part}{order})")
+        items = [(i, f"({q(c.column)} IS NOT NULL AND __p{i} IS NOT NULL AND {q(c.column)} "
+                     f"{_order(c)[0]} __p{i})", f"__p{i}") for i, c in members]
+        source = f"(SELECT __seq, {cols}, {lags}{'' if sort else ', lag(__seq) OVER () AS __ps'} FROM {q(table)})"
+        if sort:
+            con.execute(f"INSERT INTO {long} {_long(items, source)}")
+            return
+        trial = q(f"{table}__contract_seq")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {trial} AS "
+                    f"SELECT * FROM ({_long([*items, (-1, '__ps > __seq', 'NULL')], source)})")
+        in_order = not con.sql(f"SELECT count(*) FROM {trial} WHERE __rule = -1").fetchall()[0][0]
+        if in_order:
+            con.execute(f"INSERT INTO {long} SELECT * FROM {trial}")
+        con.execute(f"DROP TABLE {trial}")
+        if in_order:
+            return
 
 
 def _dataset(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any], now: datetime
@@ -201,16 +273,21 @@ def evaluate_contracts(con: duckdb.DuckDBPyConnection, *, source: str, contracts
     row_rules = [c for c in contracts if c.level == "row"]
     results: dict[str, ContractResult] = {}
     if row_rules:
-        failures = find_failures(con, table, row_rules)
+        found = find_failures(con, table, row_rules)
         counts = con.sql("SELECT " + ", ".join(f"coalesce(count_if(__f{i}), 0)" for i in range(len(row_rules)))
-                         + f" FROM {failures}").fetchall()[0]
-        details = [_row_sql(c, i)[2] for i, c in enumerate(row_rules)]
+                         + f" FROM {found}").fetchall()[0]
+        # the failing rows with the columns the rules read: one join, then small queries
+        used = ", ".join(f"t.{q(k)}" for k in dict.fromkeys(k for c in row_rules for k in c.used_columns()))
+        failures = q(f"{table}__contract_rows")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {failures} AS SELECT f.*{', ' + used if used else ''} "
+                    f"FROM {found} f JOIN {q(table)} t USING (__seq)")
+        con.execute(f"DROP TABLE {found}")
+        details = [_detail(c, i) for i, c in enumerate(row_rules)]
         for i, (c, n) in enumerate(zip(row_rules, counts, strict=True)):
-            cols = ", ".join(f"t.{q(k)}" for k in c.used_columns())
+            cols = ", ".join(f"f.{q(k)}" for k in c.used_columns())
             evidence = _rows(con, f"SELECT f.__seq AS record{', ' + cols if cols else ''}, "
-                                  f"{details[i]} AS detail FROM {failures} f JOIN {q(table)} t "
-                                  f"USING (__seq) WHERE f.__f{i} ORDER BY f.__seq LIMIT {EVIDENCE}"
-                             ) if n else []
+                                  f"{details[i]} AS detail FROM {failures} f "
+                                  f"WHERE f.__f{i} ORDER BY f.__seq LIMIT {EVIDENCE}") if n else []
             limit = c.max_failures or 0
             bound = f"<= {limit} failing rows"
             results[c.name] = ContractResult(c.name, c.kind, c.severity, "row", int(n) <= limit,
@@ -247,7 +324,7 @@ def _quarantine(con: duckdb.DuckDBPyConnection, source: str, rules: list[Any], f
     con.execute(
         f"INSERT INTO __quarantine SELECT {lit(source)}, NULL, f.__seq, {payload}, 'contract', "
         f"{fields}, {step}, {detail} || CASE WHEN {also} LIKE '%, %' THEN ' (breaks: ' || {also} "
-        f"|| ')' ELSE '' END FROM {failures} f JOIN {q(table)} t USING (__seq) "
+        f"|| ')' ELSE '' END FROM {failures} f "
         f"JOIN {q(raw)} r USING (__seq) WHERE {any_error} ORDER BY f.__seq")
     valid = f"{table}__valid"
     con.execute(f"ALTER VIEW {q(table)} RENAME TO {q(valid)}")
