@@ -13,3 +13,6 @@ def register(app: typer.Typer) -> None:
     from evenflow.stream.parity import register_parity
 
     register_parity(app)
+    from evenflow.stream.service import register_serve
+
+    register_serve(app)
