@@ -87,6 +87,10 @@ class _DeltaTxnSink:
 
     def __post_init__(self) -> None:
         self.path = str(self.path)
+        # The writer's own view of the table and of its last batch, kept between appends: opening
+        # the table again for every batch replays a log that grows with every commit.
+        self._writer: DeltaTable | None = None
+        self._last: int | None = None
 
     def _table(self) -> DeltaTable | None:
         if not (Path(self.path) / "_delta_log").exists():
@@ -102,14 +106,22 @@ class _DeltaTxnSink:
         return None if version is None else int(version)
 
     def _write(self, table: pa.Table, *, batch: int, metadata: dict[str, str]) -> int | None:
-        if (done := self.committed_batch()) is not None and batch <= done:
+        if self._writer is None:
+            self._writer = self._table()
+            self._last = None if self._writer is None else \
+                self._writer.transaction_version(self.app_id)
+        if self._last is not None and batch <= self._last:
             return None  # landed before a crash: writing it again would duplicate rows
         Path(self.path).mkdir(parents=True, exist_ok=True)
         props = CommitProperties(app_transactions=[Transaction(self.app_id, batch)],
                                  custom_metadata={META_APP: self.app_id, META_BATCH: str(batch),
                                                   **metadata})
-        write_deltalake(self.path, table, mode="append", commit_properties=props)
-        return int(DeltaTable(self.path).version())
+        write_deltalake(self._writer if self._writer is not None else self.path, table,
+                        mode="append", commit_properties=props)
+        if self._writer is None:
+            self._writer = DeltaTable(self.path)
+        self._last = batch
+        return int(self._writer.version())
 
     def read_batch(self, batch: int) -> pa.Table:
         """Rows this app id landed in ``batch`` (uses file statistics to skip other batches)."""
