@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,31 +104,42 @@ def run(impl: str, data: Path, rows: int, timeout: float) -> dict[str, Any]:
     os.close(fd)
     t0 = time.perf_counter()
     try:
+        env = {**os.environ, "GX_ANALYTICS_ENABLED": "false"}  # no network calls from GX
         subprocess.run([str(python), str(HERE / "contracts" / script), "--data", str(data),
-                        "--rows", str(rows), "--result-file", result], check=True, timeout=timeout)
+                        "--rows", str(rows), "--result-file", result], check=True, timeout=timeout,
+                       env=env)
         out: dict[str, Any] = json.loads(Path(result).read_text())
     finally:
         os.unlink(result)
     out["wall_seconds"] = time.perf_counter() - t0
-    out["load_seconds"] = out.pop("load_seconds_override", out["load_seconds"])
-    out["validate_seconds"] = out.pop("validate_seconds_override", out["validate_seconds"])
+    for key in [k for k in out if k.endswith("_override")]:  # evenflow times its own stages
+        out[key.removesuffix("_override")] = out.pop(key)
     return out
 
 
-def report(rows: int, results: dict[str, dict[str, Any]]) -> str:
-    base = results["evenflow"]
-    lines = [f"{rows:,} rows, 20 rules; ratio = tool's time / evenflow's time", "",
-             "| tool | load (s) | validate (s) | load + validate (s) | peak RSS (MB) | "
-             "validate ratio | total ratio | failing rules |",
-             "|---|---|---|---|---|---|---|---|"]
-    for impl, r in results.items():
-        total = r["load_seconds"] + r["validate_seconds"]
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(r[key] for r in runs))
+
+
+def report(rows: int, results: dict[str, list[dict[str, Any]]]) -> str:
+    """A Markdown table: medians over the runs, ratios to evenflow (> 1: evenflow is faster)."""
+    keys = ["load_seconds", "validate_seconds", "validate_cpu_seconds", "peak_rss_bytes"]
+    med = {impl: {k: _median(runs, k) for k in keys} for impl, runs in results.items()}
+    for m in med.values():
+        m["total"] = m["load_seconds"] + m["validate_seconds"]
+    base = med["evenflow"]
+    lines = [f"{rows:,} rows, 20 rules, median of {len(results['evenflow'])} run(s); "
+             "ratio = the tool's time / evenflow's time", "",
+             "| tool | load (s) | validate (s) | validate, CPU (s) | load + validate (s) | "
+             "peak RSS (MB) | validate ratio | validate CPU ratio | load + validate ratio |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for impl, m in med.items():
         lines.append(
-            f"| {r['version']} | {r['load_seconds']:.2f} | {r['validate_seconds']:.2f} | {total:.2f} | "
-            f"{r['peak_rss_bytes'] / 2**20:,.0f} | "
-            f"{r['validate_seconds'] / base['validate_seconds']:.1f} | "
-            f"{total / (base['load_seconds'] + base['validate_seconds']):.1f} | "
-            f"{len(r['failed'])} |")
+            f"| {results[impl][0]['version']} | {m['load_seconds']:.2f} | {m['validate_seconds']:.2f} | "
+            f"{m['validate_cpu_seconds']:.2f} | {m['total']:.2f} | {m['peak_rss_bytes'] / 2**20:,.0f} | "
+            f"{m['validate_seconds'] / base['validate_seconds']:.2f} | "
+            f"{m['validate_cpu_seconds'] / base['validate_cpu_seconds']:.2f} | "
+            f"{m['total'] / base['total']:.2f} |")
     return "\n".join(lines)
 
 
@@ -136,6 +148,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10_000_000)
     ap.add_argument("--quick", action="store_true", help="1M rows")
     ap.add_argument("--impls", default=",".join(IMPLS))
+    ap.add_argument("--repeat", type=int, default=1, help="runs per tool, interleaved")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--out", default=str(HERE / "results" / "contracts.json"))
     args = ap.parse_args()
@@ -145,14 +158,18 @@ def main() -> None:
         t0 = time.perf_counter()
         generate(rows, data)
         print(f"generated {data} in {time.perf_counter() - t0:.1f} s", flush=True)
-    results: dict[str, dict[str, Any]] = {}
-    for impl in args.impls.split(","):
-        print(f"running {impl} ...", flush=True)
-        results[impl] = run(impl, data, rows, args.timeout)
-        r = results[impl]
-        print(f"  {r['version']}: load {r['load_seconds']:.2f} s, validate {r['validate_seconds']:.2f} s, "
-              f"peak {r['peak_rss_bytes'] / 2**20:,.0f} MB, failing {r['failed']}", flush=True)
-    disagree = {impl: r["failed"] for impl, r in results.items() if r["failed"] != sorted(EXPECTED_FAILURES)}
+    results: dict[str, list[dict[str, Any]]] = {}
+    load_before = os.getloadavg()[0]
+    for i in range(args.repeat):  # round robin, so a busy spell on the machine hits every tool
+        for impl in args.impls.split(","):
+            print(f"run {i + 1}/{args.repeat}: {impl} ...", flush=True)
+            r = run(impl, data, rows, args.timeout)
+            results.setdefault(impl, []).append(r)
+            print(f"  {r['version']}: load {r['load_seconds']:.2f} s, validate {r['validate_seconds']:.2f} s "
+                  f"(CPU {r['validate_cpu_seconds']:.2f} s), peak {r['peak_rss_bytes'] / 2**20:,.0f} MB, "
+                  f"failing {r['failed']}", flush=True)
+    disagree = {impl: run_["failed"] for impl, runs in results.items() for run_ in runs
+                if run_["failed"] != sorted(EXPECTED_FAILURES)}
     if disagree:
         raise SystemExit(f"tools disagree with the planted failures {sorted(EXPECTED_FAILURES)}: {disagree}")
     print(f"all tools agree: {len(EXPECTED_FAILURES)} of {len(rules(rows))} rules fail "
@@ -161,7 +178,10 @@ def main() -> None:
         print(report(rows, results))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"\nload average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
+          "on 2 cores")
     out.write_text(json.dumps({"rows": rows, "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                               "load_average": [load_before, os.getloadavg()[0]],
                                "results": results}, indent=2))
 
 

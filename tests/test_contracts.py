@@ -482,3 +482,49 @@ def test_cli_stops_on_an_error_contract(fraud_dir: Path) -> None:
     assert result.returncode == 2, out
     assert "contract row_count failed: observed" in out and "bound >= 1000000" in out
     assert "Traceback" not in out
+
+
+# -- the monotonic pass: streamed in stored order, or sorted --------------------------------------
+
+def _expected_dips(values: list[int | None], strict: bool) -> set[int]:
+    """Rows (by __seq) below (or, strict, not above) the previous non-null value, by hand."""
+    bad, prev = set(), None
+    for seq, v in enumerate(values):
+        if v is None:
+            continue
+        if prev is not None and (v <= prev if strict else v < prev):
+            bad.add(seq)
+        prev = v
+    return bad
+
+
+@pytest.mark.parametrize("shuffled", [False, True])
+def test_monotonic_in_input_order_whatever_the_stored_order(duck: Any, shuffled: bool) -> None:
+    """Stored out of __seq order, the streamed pass notices and sorts: same rows either way."""
+    from evenflow.verify.contracts import find_failures
+
+    rng = random.Random(5)
+    values: list[int | None] = [i if rng.random() > 0.03 else rng.choice([None, i - 5, i - 1])
+                                for i in range(3000)]
+    duck.execute("CREATE TABLE v (__seq BIGINT, x BIGINT)")
+    rows = list(enumerate(values))
+    if shuffled:
+        rng.shuffle(rows)
+    duck.executemany("INSERT INTO v VALUES (?, ?)", rows)
+    for strict in (False, True):
+        found = find_failures(duck, "v", [ef.monotonic("x", strict=strict)])
+        got = {r[0] for r in duck.sql(f"SELECT __seq FROM {found} WHERE __f0").fetchall()}
+        assert got == _expected_dips(values, strict)
+        assert got
+
+
+def test_monotonic_order_by_another_column() -> None:
+    """order_by= sorts by that column (ties by input order) before comparing."""
+    data = clean_data()
+    n = len(data["ts"])
+    data["ts"] = list(reversed(data["ts"]))  # time runs backwards through the file...
+    data["countdown"] = list(range(n))  # ...so countdown, increasing in the file, decreases in time
+    data["countdown"][n - 10] = -1  # a dip; in time order the next row (record n - 11) rises
+    _, loaded = load(data, [ef.monotonic("countdown", "decreasing", order_by="ts")])
+    (result,) = loaded.contracts
+    assert [e["record"] for e in result.evidence] == [n - 11]

@@ -14,10 +14,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import great_expectations as gx  # noqa: E402
-import great_expectations.expectations as gxe  # noqa: E402
-import pandas as pd  # noqa: E402
-from child import main  # noqa: E402
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import pandas as pd
+from child import main
 
 
 def expectation(r: dict[str, Any]) -> Any:
@@ -51,7 +51,10 @@ def expectation(r: dict[str, Any]) -> Any:
 
 
 def validate(df: pd.DataFrame, rules: list[dict[str, Any]]) -> list[str]:
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     asset = context.data_sources.add_pandas("bench").add_dataframe_asset("tx")
     batch_definition = asset.add_batch_definition_whole_dataframe("all")
     suite = context.suites.add(gx.ExpectationSuite(name="contracts"))

@@ -12,9 +12,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pandas as pd  # noqa: E402
-import pandera.pandas as pa  # noqa: E402
-from child import main  # noqa: E402
+import pandas as pd
+import pandera.pandas as pa
+from child import main
 
 
 def _monotonic(strict: bool) -> Any:

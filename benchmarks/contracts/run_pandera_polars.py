@@ -13,9 +13,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pandera.polars as pa  # noqa: E402
-import polars as pl  # noqa: E402
-from child import main  # noqa: E402
+import pandera.polars as pa
+import polars as pl
+from child import main
 
 
 def _monotonic(strict: bool) -> Any:
