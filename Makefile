@@ -6,7 +6,7 @@ N ?= 1000000
 SEED ?= 7
 FRAUD := examples/fraud
 
-.PHONY: demo test test-all bench bench-feast bench-landing lint install services browser clean
+.PHONY: demo test test-all bench bench-feast bench-landing bench-contracts lint install services browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,6 +62,22 @@ bench-feast: install $(FEAST_VENV)/.installed
 # Exactly-once Delta landing from a Redis Stream at a 1 s commit interval vs plain appends.
 bench-landing: install services
 	$(PY) benchmarks/delta_landing.py --events $(if $(QUICK),20000,100000) --cards 10000 --interval 1s
+
+# 20 contract rules over 10M rows against Pandera (pandas and Polars backends) and Great
+# Expectations, each in its own virtualenv (QUICK=1: 1M rows).
+PANDERA_VENV := benchmarks/.venvs/pandera
+GX_VENV := benchmarks/.venvs/gx
+$(PANDERA_VENV)/.installed:
+	$(PYTHON) -m venv $(PANDERA_VENV)
+	$(PANDERA_VENV)/bin/pip install --quiet "pandera[polars]==0.35.0" "pandas==3.1.1" "polars==2.1.0" "pyarrow==26.0.1"
+	touch $@
+$(GX_VENV)/.installed:
+	$(PYTHON) -m venv $(GX_VENV)
+	$(GX_VENV)/bin/pip install --quiet "great_expectations==1.24.1" "pandas==3.1.1" "pyarrow==26.0.1"
+	touch $@
+
+bench-contracts: install $(PANDERA_VENV)/.installed $(GX_VENV)/.installed
+	$(PY) benchmarks/contracts_bench.py $(if $(QUICK),--quick,--rows 10000000)
 
 lint: install
 	$(VENV)/bin/ruff check evenflow tests examples benchmarks
