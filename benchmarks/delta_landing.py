@@ -184,7 +184,7 @@ def runner(stream: str, lake: str, n: int, interval: str, pipeline: Pipeline) ->
     store.clear()
     src.close()
     return {"rows": n, "seconds": wall, "batches": stats.batches, "commit_s": stats.commit_seconds,
-            "entities": size}
+            "entities": size, "stage_seconds": stats.seconds}
 
 
 def main() -> None:
@@ -228,6 +228,9 @@ def main() -> None:
         ratio = f"{res['rows_per_s'] / base:.2f}×" if base else "—"
         print(f"| {name} | {res['rows_per_s']:,.0f} | {ratio} | {res['batches']} | "
               f"{res['commit_p50_ms']:.0f} / {res['commit_max_ms']:.0f} |")
+    if "runner" in results:
+        stages = results["runner"]["stage_seconds"]
+        print("\nrunner, seconds per stage: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     out = ROOT / "benchmarks" / "results" / "delta_landing.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"events": args.events, "cards": args.cards, "interval": args.interval,

@@ -62,6 +62,10 @@ class RunStats:
     duplicates: int = 0
     replayed_batches: int = 0
     commit_seconds: list[float] = field(default_factory=list)
+    #: seconds spent per stage: process (engine), delta (bronze + quarantine), serialize (engine
+    #: states and meta), store (the store's transaction), ack
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("process", "delta", "serialize", "store", "ack"), 0.0))
 
 
 def _crash_point() -> tuple[str, int] | None:
@@ -167,20 +171,28 @@ class Runner:
     def commit_batch(self, events: Sequence[RawEvent]) -> None:
         """Process and commit one micro-batch (events after the committed offset)."""
         n = self.batch + 1
+        s = self.stats
+        t0 = time.perf_counter()
         result, quarantine = self._process(events, n)
         self._maybe_crash("mid_batch", n)
-        started = time.perf_counter()
+        t1 = time.perf_counter()
         last = events[-1].offset
         self.bronze.append(events, batch=n, offset=last)
         self._maybe_crash("between_sinks", n)
         self.quarantine.append(quarantine, batch=n)
         self._maybe_crash("mid_commit", n)
-        self.store.commit(self.engine.dirty_states(), meta=self.engine.meta(), checkpoint=n)
+        t2 = time.perf_counter()
+        states, meta = self.engine.dirty_states(), self.engine.meta()
+        t3 = time.perf_counter()
+        self.store.commit(states, meta=meta, checkpoint=n)
         self._maybe_crash("after_commit_before_ack", n)
+        t4 = time.perf_counter()
         self.source.ack([e.offset for e in events])
-        self.stats.commit_seconds.append(time.perf_counter() - started)
+        t5 = time.perf_counter()
+        for stage, took in zip(s.seconds, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+            s.seconds[stage] += took
+        s.commit_seconds.append(t5 - t1)
         self.batch, self.offset = n, last
-        s = self.stats
         s.batches += 1
         s.events += len(events)
         s.outputs += sum(len(rows) for rows in result.outputs.values())
