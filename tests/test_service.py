@@ -337,7 +337,6 @@ def test_metrics_health_docs_and_group_commit(served: dict[str, Any]) -> None:
 
 
 def test_not_durable_answers_202_and_lands_soon(served: dict[str, Any]) -> None:
-    c = served["client"]
     e = event("nd1", 58)
     r = send(served, [e], params={"durable": "false"})
     assert r.status_code == 202 and r.json()["durable"] is False

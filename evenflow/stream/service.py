@@ -395,6 +395,16 @@ class Service:
             out.append(typed)
         return tuple(out)
 
+    def rows(self, name: str, keys: list[tuple[Any, ...]], at: int) -> list[dict[str, Any]]:
+        """The response rows of a read: feature set, key, read time, found, features."""
+        from datetime import UTC, datetime
+
+        when = datetime.fromtimestamp(at / 1e6, UTC).isoformat().replace("+00:00", "Z")
+        key_cols = self.engine.sets[name].key
+        return [{"feature_set": name, "key": dict(zip(key_cols, k, strict=True)), "at": when,
+                 "found": found, "features": feats}
+                for k, (feats, found) in zip(keys, self.read_many(name, keys, at), strict=True)]
+
     def read_many(self, feature_set: str, keys: Sequence[tuple[Any, ...]], at: int
                   ) -> list[tuple[dict[str, Any], bool]]:
         """``(features, found)`` per key as of ``at`` (µs), from the engine or the online store."""
@@ -456,6 +466,55 @@ def _status(outcome: dict[str, Any], durable: bool) -> int:
     return 400 if all(e["reason"] == "malformed_record" for e in errors) else 422
 
 
+class FastReads:
+    """ASGI middleware answering ``GET /v1/features/{feature_set}/{key}`` without FastAPI's
+    routing and parameter validation (the hot path of an online service; the route stays
+    declared on the app for the OpenAPI docs and answers anything this one passes on)."""
+
+    def __init__(self, app: Any, service: Service) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and \
+                scope["path"].startswith("/v1/features/"):
+            name, _, key = scope["path"][13:].partition("/")
+            fs = self.service.engine.sets.get(name)
+            if fs is not None and key and "/" not in key and len(fs.key) == 1:
+                query = scope["query_string"]
+                at = None
+                if query:
+                    from urllib.parse import parse_qs
+
+                    params = parse_qs(query.decode("latin-1"))
+                    if set(params) - {"at"} or len(params.get("at", [])) > 1:
+                        return await self.app(scope, receive, send)
+                    at = params.get("at", [None])[0]
+                started = time.perf_counter()
+                try:
+                    typed, t = self.service.parse_key(name, [key]), _read_time(at)
+                except (ValueError, EvenflowError) as exc:
+                    return await _send(send, 422, {"detail": str(exc)})
+                await _send(send, 200, self.service.rows(name, [typed], t)[0])
+                self.service.metrics.reads.labels(kind="one").observe(time.perf_counter() - started)
+                return
+        await self.app(scope, receive, send)
+
+
+async def _send(send: Any, status: int, data: Any) -> None:
+    body = orjson.dumps(data, default=str)
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _read_time(at: str | None) -> int:
+    """A read's time in µs: ``at`` (ISO 8601) or now."""
+    from evenflow.stream.engine import _as_micros
+
+    return _as_micros(at)
+
+
 def build_app(service: Service) -> Any:
     """The FastAPI app over a :class:`Service` (see the module docstring for the status codes)."""
     from fastapi import FastAPI, Query, Request
@@ -515,19 +574,7 @@ def build_app(service: Service) -> Any:
         return _json({"detail": f"no feature set {name!r} is served here",
                       "known": sorted(service.engine.sets)}, 404)
 
-    def at_micros(at: str | None) -> int:
-        from evenflow.stream.engine import _as_micros
-
-        return _as_micros(at)
-
-    def rows(name: str, keys: list[tuple[Any, ...]], at: int) -> list[dict[str, Any]]:
-        from datetime import UTC, datetime
-
-        when = datetime.fromtimestamp(at / 1e6, UTC).isoformat().replace("+00:00", "Z")
-        key_cols = service.engine.sets[name].key
-        return [{"feature_set": name, "key": dict(zip(key_cols, k, strict=True)), "at": when,
-                 "found": found, "features": feats}
-                for k, (feats, found) in zip(keys, service.read_many(name, keys, at), strict=True)]
+    at_micros, rows = _read_time, service.rows
 
     @app.post("/v1/events", response_model=IngestResult, tags=["ingest"], responses={
         207: {"model": IngestResult, "description": "some records quarantined (see errors)"},
@@ -664,6 +711,7 @@ def build_app(service: Service) -> Any:
 
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(FastReads, service=service)
     return app
 
 
