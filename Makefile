@@ -6,7 +6,7 @@ N ?= 1000000
 SEED ?= 7
 FRAUD := examples/fraud
 
-.PHONY: demo test test-all bench bench-feast bench-landing bench-contracts lint install services browser clean
+.PHONY: demo test test-all bench bench-feast bench-serve bench-landing bench-contracts lint install services browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,15 @@ bench-feast: install $(FEAST_VENV)/.installed
 	$(PY) benchmarks/feast_pit/drive.py --sizes 20k,30k,50k --keys zipf --stores file,duckdb,evenflow
 	$(PY) benchmarks/feast_pit/drive.py --sizes 1m --keys uniform --stores file,duckdb,evenflow
 	$(PY) benchmarks/feast_pit/drive.py --table
+
+# Online feature reads over HTTP at 500 requests/s: evenflow serve (memory, Redis) vs feast serve
+# (Redis, SQLite online store), open-loop load generator in its own process (about 4 minutes).
+$(FEAST_VENV)/.redis-installed: $(FEAST_VENV)/.installed
+	$(FEAST_VENV)/bin/pip install --quiet "feast[redis]==0.67.0"
+	touch $@
+
+bench-serve: install services $(FEAST_VENV)/.redis-installed
+	$(PY) benchmarks/serve_read.py --rate 500 --seconds 30
 
 # Exactly-once Delta landing from a Redis Stream at a 1 s commit interval vs plain appends.
 bench-landing: install services

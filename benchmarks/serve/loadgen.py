@@ -137,7 +137,8 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3)
     ap.add_argument("--seed", type=int, default=1)
     args = ap.parse_args()
-    spec = json.loads(open(args.keys).read())
+    with open(args.keys) as f:
+        spec = json.load(f)
     rng = random.Random(args.seed)        # the same key sequence for every server
     total = int(args.rate * (args.seconds + args.warmup))
     keys = [rng.choice(spec["keys"]) for _ in range(total)]
