@@ -6,7 +6,7 @@ N ?= 1000000
 SEED ?= 7
 FRAUD := examples/fraud
 
-.PHONY: demo test test-all bench bench-feast bench-serve bench-landing bench-contracts lint install services browser clean
+.PHONY: demo test test-all bench bench-feast bench-serve bench-landing bench-contracts bench-stream bench-stream-venvs lint install services browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,23 @@ $(GX_VENV)/.installed:
 
 bench-contracts: install $(PANDERA_VENV)/.installed $(GX_VENV)/.installed
 	$(PY) benchmarks/contracts_bench.py $(if $(QUICK),--quick,--rows 10000000)
+
+# Stream engine in-process on the fraud card features, against River and Bytewax (each in its own
+# virtualenv) and a plain-Python loop: 1M events (QUICK=1: 100k), per-event latency, profile.
+BYTEWAX_VENV := benchmarks/.venvs/bytewax
+RIVER_VENV := benchmarks/.venvs/river
+$(BYTEWAX_VENV)/.installed:
+	$(PYTHON) -m venv $(BYTEWAX_VENV)
+	$(BYTEWAX_VENV)/bin/pip install --quiet "bytewax==0.21.1"
+	touch $@
+$(RIVER_VENV)/.installed:
+	$(PYTHON) -m venv $(RIVER_VENV)
+	$(RIVER_VENV)/bin/pip install --quiet "river==0.26.1"
+	touch $@
+bench-stream-venvs: $(BYTEWAX_VENV)/.installed $(RIVER_VENV)/.installed
+
+bench-stream: install bench-stream-venvs
+	$(PY) benchmarks/stream_engine.py --profile $(if $(QUICK),--quick)
 
 lint: install
 	$(VENV)/bin/ruff check evenflow tests examples benchmarks
