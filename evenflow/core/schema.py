@@ -29,6 +29,10 @@ REASONS: dict[str, str] = {
     "malformed_record": "the line is not a record (wrong number of CSV fields, invalid JSON); fix the producer",
     "outlier": "the value is outside the bounds an Outliers step learned on the train split; check it "
                "upstream, or use action='clip' or 'flag' to keep the row",
+    "conflicting_labels": "rows with identical features carry different labels; relabel them or add the "
+                          "feature that tells them apart",
+    "label_noise": "an out-of-fold model is confident the label is wrong (confident learning); review "
+                   "and relabel the row",
     "contract": "the record breaks a contract declared on its source (the rule is named in step "
                 "and detail); fix the producer, or relax the rule or set severity='warn'",
 }
