@@ -371,3 +371,33 @@ def test_smote_refuses_null_features_with_a_fix() -> None:
     assert info.value.field == "card__sum_amount_1d"
     with pytest.raises(DefinitionError, match="Encode"):
         dataclasses.replace(ts, feature_columns=["card"]).resample("smote")
+
+
+def test_added_columns_feed_features_and_impute_last_works_on_a_training_set() -> None:
+    ev = events(nulls=4, planted={5: 400.0, 900: -150.0})
+    tx = ef.source.frame(ev, name="tx", key="card", event_time="ts")
+    lb = ef.source.frame(labels(ev), name="labels", key="card", event_time="ts")
+    card = ef.FeatureSet("card", source=tx,
+                         steps=[ef.Impute("amount", "last", indicator=True), ef.Outliers("amount", action="flag")],
+                         features=[ef.sum("amount_missing", window="60d"), ef.sum("amount_outlier", window="60d"),
+                                   ef.mean("amount", window="7d")])
+    spec = ef.TrainingSetSpec(name="t", labels=lb, label="y", features=[card],
+                              split=ef.TimeSplit(test_from=TEST_FROM.isoformat(), gap="1d"),
+                              steps=[ef.Impute("card__mean_amount_7d", "last", indicator=True, value=-1.0)])
+    ts = build(ef.Pipeline(name="p", training_set=spec))
+    assert ts.feature_columns[-1] == "card__mean_amount_7d_missing"
+    # the 60-day sums count the card's null and planted amounts up to each label time
+    rows = sorted(ev.to_pylist(), key=lambda r: r["ts"])
+    last: dict[str, float] = {}
+    for r in rows:  # the flag sees the imputed amount: a null after a planted value is flagged too
+        r["filled"] = last.get(r["card"]) if r["amount"] is None else r["amount"]
+        if r["amount"] is not None:
+            last[r["card"]] = r["amount"]
+    bounds = ts.artifacts["card/outliers:amount:iqr:flag"]
+    for row in ts.table.to_pylist()[:80]:
+        mine = [r for r in rows if r["card"] == row["card"] and r["ts"] <= row["ts"]]
+        assert row["card__sum_amount_missing_60d"] == sum(r["amount"] is None for r in mine)
+        assert row["card__sum_amount_outlier_60d"] == sum(
+            r["filled"] is not None and not bounds["lower"] <= r["filled"] <= bounds["upper"] for r in mine)
+    art = ts.artifacts["training_set/impute:card__mean_amount_7d"]
+    assert art == {"value": -1.0, "by": ["card"], "order": ["ts", "__qid"]}

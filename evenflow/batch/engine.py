@@ -223,6 +223,7 @@ class BatchEngine:
         artifacts = dict(artifacts or {})
         fitted: dict[str, Artifact] = {}
         current, duplicates, rejected = loaded.table, 0, 0
+        added: list[str] = []  # columns the steps add (indicators, flags, one-hot): aggregatable
         base = f"ev__{fs.name}"
         for i, step in enumerate(fs.steps):
             name = f"{base}__{i}"
@@ -249,14 +250,16 @@ class BatchEngine:
                     rejected += self._reject_rows(current, name + "__kept", step.id, step.column,
                                                   reject, loaded, fs)
                     current = name + "__kept"
+                columns = self._columns(current)
+                added += [c for c in bound.adds(art) if c not in columns and c not in added]
                 self.con.execute(f"CREATE OR REPLACE TEMP VIEW {q(name)} AS SELECT "
-                                 f"{projection(bound, art, self._columns(current))} FROM {q(current)}")
+                                 f"{projection(bound, art, columns)} FROM {q(current)}")
             current = name
         table = f"{base}"
         with self.stage(f"{fs.name}: unique checks"):
             quarantined = rejected + self._unique(current, table, loaded, fs)
         value_columns = [c for c in loaded.schema.fields
-                         if c not in key and c != source.event_time]
+                         if c not in key and c != source.event_time] + added
         rows_out = self._count(table)
         return PreparedEvents(fs, table, key, source.event_time, source.available_time,
                               value_columns, fitted, loaded.rows_in, rows_out,
