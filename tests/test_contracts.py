@@ -506,11 +506,11 @@ def test_monotonic_in_input_order_whatever_the_stored_order(duck: Any, shuffled:
     rng = random.Random(5)
     values: list[int | None] = [i if rng.random() > 0.03 else rng.choice([None, i - 5, i - 1])
                                 for i in range(3000)]
-    duck.execute("CREATE TABLE v (__seq BIGINT, x BIGINT)")
     rows = list(enumerate(values))
     if shuffled:
         rng.shuffle(rows)
-    duck.executemany("INSERT INTO v VALUES (?, ?)", rows)
+    stored = pa.table({"__seq": [r[0] for r in rows], "x": [r[1] for r in rows]})  # noqa: F841
+    duck.execute("CREATE TABLE v AS SELECT * FROM stored")
     for strict in (False, True):
         found = find_failures(duck, "v", [ef.monotonic("x", strict=strict)])
         got = {r[0] for r in duck.sql(f"SELECT __seq FROM {found} WHERE __f0").fetchall()}

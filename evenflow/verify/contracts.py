@@ -184,12 +184,12 @@ def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[i
     part = f"PARTITION BY {', '.join(q(b) for b in by)} " if by else ""
     order = f"ORDER BY {q(order_by)}, __seq" if order_by else "ORDER BY __seq"
     streamed = not by and not order_by
+    for _, c in members:
+        _check_sql(con, table, c, f"lag({q(c.column)}) OVER ({part}{order})")
+    cols = ", ".join(dict.fromkeys(q(c.column) for _, c in members))
     for sort in ([False, True] if streamed else [True]):
         spec = f"{part}{order}" if sort else ""
         lags = ", ".join(f"lag({q(c.column)} IGNORE NULLS) OVER ({spec}) AS __p{i}" for i, c in members)
-        cols = ", ".join(dict.fromkeys(q(c.column) for _, c in members))
-        for i, c in members:
-            _check_sql(con, table, c, f"lag({q(c.column)}) OVER ({part}{order})")
         items = [(i, f"({q(c.column)} IS NOT NULL AND __p{i} IS NOT NULL AND {q(c.column)} "
                      f"{_order(c)[0]} __p{i})", f"__p{i}") for i, c in members]
         source = f"(SELECT __seq, {cols}, {lags}{'' if sort else ', lag(__seq) OVER () AS __ps'} FROM {q(table)})"
