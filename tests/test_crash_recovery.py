@@ -23,7 +23,7 @@ import pytest
 
 from evenflow.core.pipeline import Pipeline
 from evenflow.stream.runner import CRASH_POINTS, Runner
-from evenflow.stream.sink import BronzeSink, QuarantineSink
+from evenflow.stream.sink import BronzeSink, DuplicatesSink, QuarantineSink
 from evenflow.stream.sources import RedisStreamSource
 from evenflow.stream.store import OnlineReader, RedisStore
 
@@ -152,6 +152,10 @@ class Run:
         return QuarantineSink(self.lake / "quarantine" / "card", self.app_id)
 
     @property
+    def duplicates(self) -> DuplicatesSink:
+        return DuplicatesSink(self.lake / "duplicates" / "card", self.app_id)
+
+    @property
     def store(self) -> RedisStore:
         return RedisStore(URL, self.prefix)
 
@@ -191,7 +195,8 @@ def reference(r, pipeline_file, tmp_path_factory):
         quarantine = {q["offset"]: q["reason"] for q in run.quarantine.read().to_pylist()}
         by_position = {run.ids.index(o): reason for o, reason in quarantine.items()}
         reads = run.reads()
-        yield {"quarantine": by_position, "reads": reads, "stats": stats}
+        dups = {run.ids.index(d["offset"]) for d in run.duplicates.read().to_pylist()}
+        yield {"quarantine": by_position, "duplicates": dups, "reads": reads, "stats": stats}
     finally:
         run.cleanup()
 
@@ -207,6 +212,9 @@ def check_exactly_once(run: Run, reference: dict) -> None:
     assert len(quarantine) == len(set(quarantine)), "an entry was quarantined twice"
     reasons = {run.ids.index(q["offset"]): q["reason"] for q in run.quarantine.read().to_pylist()}
     assert reasons == reference["quarantine"]
+    dups = [d["offset"] for d in run.duplicates.read().to_pylist()]
+    assert len(dups) == len(set(dups)), "a duplicate was logged twice"
+    assert {run.ids.index(o) for o in dups} == reference["duplicates"]
     assert run.r.xpending(run.stream, "g")["pending"] == 0
     assert run.reads() == reference["reads"]
 
@@ -217,21 +225,46 @@ def test_reference_run_is_not_trivial(reference):
     reasons = set(reference["quarantine"].values())
     assert {"malformed_record", "late", "wrong_type", "out_of_range"} <= reasons
     assert stats.duplicates > 10 and stats.batches >= 8
+    assert len(reference["duplicates"]) == stats.duplicates
     assert sum(1 for row in reference["reads"] if row["count_1h"]) > 10
     assert stats.events == stats.outputs + stats.quarantined + stats.duplicates
 
 
+def _committed(run: Run) -> tuple[int | None, ...]:
+    return (run.bronze.committed().batch, run.quarantine.committed_batch(),
+            run.duplicates.committed_batch(), run.store.checkpoint())
+
+
+def _expected(point: str, k: int) -> tuple[int, ...]:
+    """What bronze, quarantine, duplicates and the store hold after a kill at ``point:k``."""
+    return {"mid_batch": (k - 1,) * 4, "between_sinks": (k, k - 1, k - 1, k - 1),
+            "mid_commit": (k, k, k, k - 1), "after_commit_before_ack": (k,) * 4}[point]
+
+
+def test_sigkill_at_every_commit_point_in_turn(make_run, reference):
+    """One stream; the runner is killed at each point in turn (a later batch each time), each
+    restart recovering from the previous kill, then it runs to the end."""
+    run = make_run()
+    for k, point in enumerate(CRASH_POINTS, start=2):
+        crashed = run.run(f"{point}:{k}")
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+        # The kill happened where it was asked to: what each side had committed says so.
+        assert _committed(run) == _expected(point, k), point
+        assert run.r.xpending(run.stream, "g")["pending"] > 0
+    resumed = run.run()
+    assert resumed.returncode == 0, resumed.stderr
+    stats = json.loads(resumed.stdout.strip().splitlines()[-1])
+    assert stats["skipped"] > 0           # the last killed batch: landed, acknowledged now
+    check_exactly_once(run, reference)
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("point", CRASH_POINTS)
 def test_sigkill_at_each_commit_point(point, make_run, reference):
     run = make_run()
     crashed = run.run(f"{point}:3")
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr
-    # The crash happened where it was asked to: check what each side had committed.
-    landed, quarantined = run.bronze.committed().batch, run.quarantine.committed_batch()
-    stored = run.store.checkpoint()
-    expected = {"mid_batch": (2, 2, 2), "between_sinks": (3, 2, 2), "mid_commit": (3, 3, 2),
-                "after_commit_before_ack": (3, 3, 3)}[point]
-    assert (landed, quarantined, stored) == expected
+    assert _committed(run) == _expected(point, 3)
     assert run.r.xpending(run.stream, "g")["pending"] > 0
 
     resumed = run.run()

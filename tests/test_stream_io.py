@@ -194,6 +194,8 @@ def test_runner_file_replay_lands_everything_and_restarts_from_bronze(tmp_path):
     quarantine = {row["offset"]: row for row in runner.quarantine.read().to_pylist()}
     assert quarantine["8"]["reason"] == "malformed_record" and quarantine["8"]["payload"] == "{not json"
     assert quarantine["12"]["reason"] == "wrong_type" and quarantine["12"]["field"] == "amount"
+    dups = runner.duplicates.read().to_pylist()
+    assert [(d["offset"], d["payload"], d["kept"]) for d in dups] == [("13", lines[12], 3)]
     at = "2026-03-01T10:40:00Z"
     want = runner.engine.read_many("card", ["c0", "c1", "c2"], at=at)
 
@@ -203,6 +205,7 @@ def test_runner_file_replay_lands_everything_and_restarts_from_bronze(tmp_path):
     stats2 = again.run()
     assert (stats2.replayed_batches, stats2.skipped, stats2.batches) == (4, 30, 0)
     assert again.bronze.read().num_rows == 30 and again.quarantine.read().num_rows == 2
+    assert again.duplicates.read().num_rows == 1
     assert again.engine.read_many("card", ["c0", "c1", "c2"], at=at) == want
     assert want[0]["count_1h"] == 9          # c0: t0, t3, ..., t27 minus the duplicate
 

@@ -4,7 +4,7 @@ Each micro-batch ``n`` is committed in three steps (``docs/decisions/0004-exactl
 
 1. Delta: raw events appended to bronze as application transaction ``(app_id, n)`` with the last
    source offset in the commit metadata; then the batch's quarantine, same transaction id, in
-   its own table;
+   its own table, and the batch's duplicates log likewise;
 2. the online store: changed entity states, the engine meta and checkpoint ``n`` in one
    transaction (Redis ``MULTI``/``EXEC``);
 3. the source: the batch's offsets acknowledged (``XACK``).
@@ -42,7 +42,7 @@ from evenflow.core.pipeline import Pipeline
 from evenflow.core.timeutil import parse_duration
 from evenflow.errors import EvenflowError
 from evenflow.stream.engine import StreamEngine, StreamResult
-from evenflow.stream.sink import BronzeSink, QuarantineSink, RawEvent
+from evenflow.stream.sink import BronzeSink, DuplicatesSink, QuarantineSink, RawEvent
 from evenflow.stream.sources import EventSource, FileReplaySource, RedisStreamSource
 from evenflow.stream.store import MemoryStore, OnlineStore, RedisStore
 
@@ -62,7 +62,8 @@ class RunStats:
     duplicates: int = 0
     replayed_batches: int = 0
     commit_seconds: list[float] = field(default_factory=list)
-    #: seconds spent per stage: process (engine), delta (bronze + quarantine), serialize (engine
+    #: seconds spent per stage: process (engine), delta (bronze, quarantine, duplicates),
+    #: serialize (engine
     #: states and meta), store (the store's transaction), ack
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
         ("process", "delta", "serialize", "store", "ack"), 0.0))
@@ -101,6 +102,7 @@ class Runner:
         self.app_id = app_id or f"{pipeline.name}.{feature_set}.{source.name}"
         self.bronze = BronzeSink(lake / "bronze" / self.engine.source.name, self.app_id)
         self.quarantine = QuarantineSink(lake / "quarantine" / feature_set, self.app_id)
+        self.duplicates = DuplicatesSink(lake / "duplicates" / feature_set, self.app_id)
         self.interval_s = parse_duration(commit_interval) / 1e6
         self.max_batch = max_batch
         self.on_batch = on_batch
@@ -132,16 +134,19 @@ class Runner:
         # store commit; or a memory store that starts empty): re-apply them from bronze.
         for n in range(done + 1, landed + 1):
             events = self.bronze.batch_events(n)
-            _, quarantine = self._process(events, n)
-            self.quarantine.append(quarantine, batch=n)   # a no-op if it was landed
+            _, quarantine, duplicates = self._process(events, n)
+            self.quarantine.append(quarantine, batch=n)   # each a no-op if it was landed
+            self.duplicates.append(duplicates, batch=n)
             self.store.commit(self.engine.dirty_states(), meta=self.engine.meta(), checkpoint=n)
             self.stats.replayed_batches += 1
         self.batch, self.offset = landed, committed.offset
         self._recovered = True
 
     # -- one batch ---------------------------------------------------------------------------------
-    def _process(self, events: Sequence[RawEvent], batch: int) -> tuple[StreamResult, list[dict[str, Any]]]:
-        """Run ``events`` through the engine; the batch's quarantine rows with source offsets."""
+    def _process(self, events: Sequence[RawEvent], batch: int
+                 ) -> tuple[StreamResult, list[dict[str, Any]], list[dict[str, Any]]]:
+        """Run ``events`` through the engine; the batch's quarantine and duplicates rows, with
+        source offsets."""
         records: list[Any] = []
         owners: list[RawEvent] = []
         quarantine: list[dict[str, Any]] = []
@@ -161,7 +166,15 @@ class Runner:
             # The original text (a CSV line, not its dict form) and where it came from.
             quarantine.append({**row, "payload": event.payload, "source": event.source,
                                "offset": event.offset})
-        return result, quarantine
+        duplicates = []
+        for row in result.duplicates:
+            i = row["seq"] - base
+            # keep="last" may drop an event of an earlier batch: bronze has it, by its seq.
+            dropped = owners[i] if 0 <= i < len(owners) else None
+            duplicates.append({**row, "payload": dropped.payload if dropped else row.get("payload"),
+                               "source": dropped.source if dropped else None,
+                               "offset": dropped.offset if dropped else None})
+        return result, quarantine, duplicates
 
     def _maybe_crash(self, point: str, batch: int) -> None:
         if self._crash == (point, batch):
@@ -173,13 +186,14 @@ class Runner:
         n = self.batch + 1
         s = self.stats
         t0 = time.perf_counter()
-        result, quarantine = self._process(events, n)
+        result, quarantine, duplicates = self._process(events, n)
         self._maybe_crash("mid_batch", n)
         t1 = time.perf_counter()
         last = events[-1].offset
         self.bronze.append(events, batch=n, offset=last)
         self._maybe_crash("between_sinks", n)
         self.quarantine.append(quarantine, batch=n)
+        self.duplicates.append(duplicates, batch=n)
         self._maybe_crash("mid_commit", n)
         t2 = time.perf_counter()
         states, meta = self.engine.dirty_states(), self.engine.meta()

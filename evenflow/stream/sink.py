@@ -62,6 +62,21 @@ QUARANTINE_SCHEMA = pa.schema([
 ])
 
 
+DUPLICATES_SCHEMA = pa.schema([
+    ("payload", pa.string()),          # the dropped record (null when keep="last" dropped an
+    ("seq", pa.int64()),               # event of an earlier batch: bronze has it by offset)
+    ("kept", pa.int64()),              # arrival number of the record kept instead
+    ("step", pa.string()),
+    ("feature_set", pa.string()),
+    ("source", pa.string()),
+    ("offset", pa.string()),
+    ("app_id", pa.string()),
+    ("batch", pa.int64()),
+])
+
+_TEXT = {"payload", "reason", "field", "step", "detail", "source", "offset", "feature_set"}
+
+
 class RawEvent(NamedTuple):
     """One record as received: its text, where it came from and its position there."""
 
@@ -180,7 +195,10 @@ class BronzeSink(_DeltaTxnSink):
                 if info.get(META_APP) == self.app_id and info.get(META_BATCH) == str(batch):
                     return Committed(batch, info.get(META_OFFSET))
             if len(history) < seen + step:
-                return Committed(batch, None)  # pragma: no cover - log truncated by vacuum
+                # The commit's info is gone (log cleanup): the batch's rows still say how far
+                # it reached.
+                offsets = self.read_batch(batch).column("offset").to_pylist()
+                return Committed(batch, offsets[-1] if offsets else None)
             seen += step
 
     def batch_events(self, batch: int) -> list[RawEvent]:
@@ -189,26 +207,34 @@ class BronzeSink(_DeltaTxnSink):
         return [RawEvent(r["payload"], r["source"], r["offset"]) for r in rows]
 
 
-class QuarantineSink(_DeltaTxnSink):
+class _RowSink(_DeltaTxnSink):
+    def append(self, rows: Sequence[dict[str, Any]], *, batch: int) -> int | None:
+        """Land ``rows`` (dicts with the schema's columns; others ignored) for ``batch``.
+
+        An empty batch still commits, so the transaction version keeps up with bronze and a
+        restart can tell whether this batch's rows are landed.
+        """
+        cols: dict[str, list[Any]] = {name: [] for name in self.schema.names}
+        for row in rows:
+            for name in self.schema.names:
+                value = row.get(name)
+                if name in _TEXT and value is not None and not isinstance(value, str):
+                    value = str(value)
+                cols[name].append(value)
+        cols["app_id"] = [self.app_id] * len(rows)
+        cols["batch"] = [batch] * len(rows)
+        return self._write(pa.table(cols, schema=self.schema), batch=batch, metadata={})
+
+
+class QuarantineSink(_RowSink):
     """Quarantined records of a stream: original payload, reason code, field, step, detail."""
 
     def __init__(self, path: str | Path, app_id: str) -> None:
         super().__init__(str(path), app_id, QUARANTINE_SCHEMA)
 
-    def append(self, rows: Sequence[dict[str, Any]], *, batch: int) -> int | None:
-        """Land quarantine ``rows`` (dicts with the schema's columns) for ``batch``.
 
-        An empty batch still commits, so the transaction version keeps up with bronze and a
-        restart can tell whether this batch's quarantine is landed.
-        """
-        cols: dict[str, list[Any]] = {name: [] for name in QUARANTINE_SCHEMA.names}
-        for row in rows:
-            for name in QUARANTINE_SCHEMA.names:
-                value = row.get(name)
-                if name in ("payload", "reason", "field", "step", "detail", "source", "offset") \
-                        and value is not None and not isinstance(value, str):
-                    value = str(value)
-                cols[name].append(value)
-        cols["app_id"] = [self.app_id] * len(rows)
-        cols["batch"] = [batch] * len(rows)
-        return self._write(pa.table(cols, schema=QUARANTINE_SCHEMA), batch=batch, metadata={})
+class DuplicatesSink(_RowSink):
+    """The duplicates log of a stream: each record a dedup step dropped, and the one it kept."""
+
+    def __init__(self, path: str | Path, app_id: str) -> None:
+        super().__init__(str(path), app_id, DUPLICATES_SCHEMA)
