@@ -225,3 +225,24 @@ def test_runner_on_a_redis_stream_acks_after_commit(r, stream, tmp_path):
     assert seen_pending == [0, 0, 0]          # each batch acknowledged once committed
     assert runner.bronze.committed().batch == 3
     assert runner.store.checkpoint() == 3
+
+
+def test_evenflow_consume_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from evenflow.cli import app
+
+    (tmp_path / "p.yaml").write_text(PIPELINE)
+    path = tmp_path / "ev.ndjson"
+    path.write_text("\n".join([_rec(0), _rec(1), "oops"]) + "\n")
+    args = ["consume", str(tmp_path / "p.yaml"), "--feature-set", "card", "--file", str(path),
+            "--store", "memory", "--lakehouse", str(tmp_path / "lake")]
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert (summary["events"], summary["outputs"], summary["quarantined"]) == (3, 2, 1)
+    bad = CliRunner().invoke(app, [*args[:4], "--file", str(tmp_path / "missing.ndjson")])
+    assert bad.exit_code == 2 and "file not found" in bad.output
+    down = CliRunner().invoke(app, [*args[:4], "--redis-stream", "s", "--redis-url",
+                                    "redis://127.0.0.1:1/0", "--lakehouse", str(tmp_path / "l2")])
+    assert down.exit_code == 2 and "cannot reach Redis" in down.output

@@ -340,7 +340,15 @@ def _run_cli(args: argparse.Namespace) -> RunStats:
                     commit_interval=args.commit_interval, max_batch=args.max_batch,
                     artifacts=artifacts, lateness=args.lateness, ttl=args.ttl, app_id=args.app_id)
     try:
+        from redis.exceptions import RedisError
+    except ImportError:  # pragma: no cover - a file replay with a memory store needs no Redis
+        RedisError = OSError  # type: ignore[assignment,misc]
+    try:
         return runner.run(idle_exit_s=args.idle_exit)
+    except (OSError, RedisError) as exc:
+        raise EvenflowError(f"the runner stopped: {exc}",
+                            fix="check Redis and the lakehouse directory, then start the runner "
+                                "again: it resumes from its last commit") from None
     finally:
         source.close()
 
