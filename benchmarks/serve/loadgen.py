@@ -84,17 +84,27 @@ async def run(host: str, port: int, requests: list[bytes], rate: float, warmup_s
     n = len(requests)
     start = time.perf_counter() + 0.2
 
+    async def exchange(conn: Conn, request: bytes) -> tuple[int, bytes]:
+        reader, writer = conn
+        writer.write(request)
+        await writer.drain()
+        return await _response(reader)
+
     async def one(i: int, due: float) -> None:
         nonlocal opened
         conn = idle.pop() if idle else None
         try:
+            if conn is not None:
+                try:
+                    status, body = await exchange(conn, requests[i])
+                except (OSError, asyncio.IncompleteReadError):
+                    # the server closed an idle keep-alive connection: resend on a new one
+                    conn[1].close()
+                    conn = None
             if conn is None:
                 conn = await asyncio.open_connection(host, port)
                 opened += 1
-            reader, writer = conn
-            writer.write(requests[i])
-            await writer.drain()
-            status, body = await _response(reader)
+                status, body = await exchange(conn, requests[i])
             done = time.perf_counter()
             if status != 200 or (check is not None and check not in body):
                 errors[str(status)] = errors.get(str(status), 0) + 1
