@@ -1,11 +1,11 @@
-"""Contracts evaluated in DuckDB: one pass finds every failing row, one aggregate measures the rest.
+"""Contracts evaluated in DuckDB SQL over a source's valid rows, never row by row in Python.
 
-The row-level contracts of a source compile into a single ``SELECT`` over its valid rows that
-computes one failure flag per contract (window functions for uniqueness and order) and keeps only
-the rows where some flag is set, so the cost is one scan plus one sort per distinct partitioning.
-The dataset-level contracts share one aggregate query. Rows that break an ``error`` contract go
-to quarantine with reason ``contract`` and step ``contract:<name>``; the valid-rows view of the
-source is redefined without them, so the accounting still reconciles.
+Row-level contracts find their failing rows with a few set-oriented statements (see
+:func:`find_failures`): one scan for every allowed / matches / rule contract, one hash aggregate
+per uniqueness contract, one window pass per monotonic sequence. The dataset-level contracts
+share one aggregate query. Rows that break an ``error`` contract go to quarantine with reason
+``contract`` and step ``contract:<name>``; the valid-rows view of the source is redefined
+without them, so the accounting still reconciles.
 
 >>> import duckdb
 >>> from evenflow.core import contracts as C
@@ -18,6 +18,7 @@ source is redefined without them, so the accounting still reconciles.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -261,8 +262,9 @@ def _rows(con: duckdb.DuckDBPyConnection, sql: str) -> list[dict[str, Any]]:
             for r in rel.fetchall()]
 
 
-def evaluate_contracts(con: duckdb.DuckDBPyConnection, *, source: str, contracts: list[Any], table: str,
-             raw: str, payload: str, now: datetime | None = None) -> list[ContractResult]:
+def evaluate_contracts(con: duckdb.DuckDBPyConnection, *, source: str, contracts: list[Any],
+                       table: str, raw: str, payload: str, now: datetime | None = None
+                       ) -> list[ContractResult]:
     """Check ``contracts`` on the valid rows ``table`` (a view with ``__seq``) of ``source``.
 
     Rows failing an ``error`` row-level contract are written to ``__quarantine`` (``payload`` is
@@ -314,7 +316,9 @@ def _quarantine(con: duckdb.DuckDBPyConnection, source: str, rules: list[Any], f
         return
     # a row is quarantined once, under the first error rule it breaks (declaration order);
     # the others it breaks are listed in the detail
-    first = lambda part: "CASE " + " ".join(f"WHEN f.__f{i} THEN {part(i)}" for i in errors) + " END"  # noqa: E731
+    def first(part: Callable[[int], str]) -> str:
+        return "CASE " + " ".join(f"WHEN f.__f{i} THEN {part(i)}" for i in errors) + " END"
+
     fields = first(lambda i: lit(",".join(rules[i].used_columns())))
     step = first(lambda i: lit(f"contract:{rules[i].name}"))
     detail = first(lambda i: f"{lit(rules[i].name + ': ')} || {details[i]}")
