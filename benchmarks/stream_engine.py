@@ -159,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--impls", default="evenflow:batch,evenflow:one,evenflow:features,python,river,bytewax")
+    ap.add_argument("--one-events", type=int, default=100_000,
+                    help="single-record calls timed for latency, after half the events as warm-up")
     ap.add_argument("--profile", action="store_true", help="also cProfile and per-stage timers (100k)")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default=str(BENCH / "results" / "stream_engine.json"))
@@ -177,8 +179,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"--- {impl}", flush=True)
         if impl.startswith("evenflow:"):
             mode = impl.split(":")[1]
+            extra = ["--warmup", str(n // 2), "--one-events", str(min(n // 2, a.one_events))] \
+                if mode == "one" else []
             r = child(ROOT / ".venv/bin/python", worker, ["--folder", str(folder), "--mode", mode,
-                                                          "--batch", str(a.batch)], a.timeout)
+                                                          "--batch", str(a.batch), *extra], a.timeout)
         else:
             python, script = PEERS[impl]
             if not python.exists():

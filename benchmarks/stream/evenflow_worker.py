@@ -36,6 +36,7 @@ from handagg import NAMES
 import evenflow as ef
 from evenflow.core.pipeline import Pipeline
 from evenflow.stream.engine import StreamEngine
+from evenflow.stream.store import MemoryStore
 from evenflow.stream.validate import to_micros
 
 FIELDS = ["transaction_id", "card_id", "merchant_id", "amount", "ts", "lat", "lon", "channel", "mcc"]
@@ -103,8 +104,18 @@ class Collector:
                 c["lon"].append(row["lon"])
 
 
-def run(folder: Path, mode: str, batch: int, limit: int | None, sample_every: int) -> dict[str, Any]:
+def run(folder: Path, mode: str, batch: int, limit: int | None, sample_every: int,
+        warmup: int, one_events: int) -> dict[str, Any]:
+    """Replay through the engine as the runner drives it: ``process`` a micro-batch, then commit
+    the changed entity states to a :class:`MemoryStore` (``dirty_states``).
+
+    The engine meta blob (dedup and unique memory) is left out of each commit and measured on its
+    own: it grows with every record ever seen (see the doc). ``one`` mode warms the state with
+    ``warmup`` events in micro-batches, then times ``one_events`` single-record calls, committing
+    every ``batch`` events outside the per-event clock.
+    """
     eng = engine(folder, mode)
+    store = MemoryStore()
     col = Collector(sample_every, keep_clean=(mode == "batch"))
     if mode == "features":
         seqs, recs = clean_records(folder)
@@ -113,46 +124,71 @@ def run(folder: Path, mode: str, batch: int, limit: int | None, sample_every: in
         seqs, cols = raw_records(folder, limit)
         make = lambda i: dict(zip(FIELDS, [c[i] for c in cols], strict=True))  # noqa: E731
     n = len(seqs)
-    clock, cpu = time.perf_counter_ns, time.process_time
-    lat = array("q")
-    busy = 0
-    cpu_used = 0.0
+    clock, cpu, tcpu = time.perf_counter_ns, time.process_time, time.thread_time_ns
+    busy = store_ns = 0
+    cpu_used = store_cpu = 0.0
+    commits = 0
+
+    def commit() -> None:
+        nonlocal store_ns, store_cpu, commits
+        c0, t0 = cpu(), clock()
+        store.commit(eng.dirty_states(), meta=b"", checkpoint=commits)
+        store_ns += clock() - t0
+        store_cpu += cpu() - c0
+        commits += 1
+
+    first_one = min(n, warmup) if mode == "one" else n
+    for start in range(0, first_one, batch):
+        recs_b = [make(i) for i in range(start, min(first_one, start + batch))]
+        c0, t0 = cpu(), clock()
+        res = eng.process(recs_b, seqs=seqs[start:start + len(recs_b)])
+        busy += clock() - t0
+        cpu_used += cpu() - c0
+        col.add(res)
+        commit()
+    out: dict[str, Any] = {"mode": mode, "batch": batch}
     if mode == "one":
-        for i in range(n):
+        lat, lat_cpu = array("q"), array("q")
+        stop = min(n, first_one + one_events)
+        busy, cpu_used, store_ns, store_cpu = 0, 0.0, 0, 0.0
+        for i in range(first_one, stop):
             rec = make(i)
-            c0 = cpu()
-            t0 = clock()
-            res = eng.process([rec], seqs=[seqs[i]])   # process_one with the file's row number
-            t1 = clock()
-            cpu_used += cpu() - c0
+            c0, t0 = tcpu(), clock()
+            res = eng.process([rec], seqs=[seqs[i]])   # process_one, keeping the file's row number
+            t1, c1 = clock(), tcpu()
             lat.append(t1 - t0)
+            lat_cpu.append(c1 - c0)
             col.add(res)
-        busy = sum(lat)
-    else:
-        for start in range(0, n, batch):
-            recs_b = [make(i) for i in range(start, min(n, start + batch))]
-            c0 = cpu()
-            t0 = clock()
-            res = eng.process(recs_b, seqs=seqs[start:start + batch])
-            busy += clock() - t0
-            cpu_used += cpu() - c0
-            col.add(res)
-    out: dict[str, Any] = {"mode": mode, "events": n, "batch": 1 if mode == "one" else batch,
-                           "seconds": busy / 1e9, "cpu_seconds": cpu_used,
-                           "events_per_s": n / (busy / 1e9), "rows": col.rows,
-                           "quarantined": col.quarantined, "duplicates": col.duplicates,
-                           "entities": len(eng.sets["card"].states)}
-    if mode == "one":
-        srt = sorted(lat)
-        out["latency_us"] = {q: srt[min(len(srt) - 1, int(len(srt) * p))] / 1e3 for q, p in
-                             (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999))}
-        out["latency_us"]["max"] = srt[-1] / 1e3
-        out["latency_us"]["mean"] = busy / n / 1e3
+            if (i - first_one) % batch == batch - 1:
+                commit()
+        busy, cpu_used, n = sum(lat), sum(lat_cpu) / 1e9, stop - first_one
+        out["warmup_events"] = first_one
+        out["latency_us"] = percentiles(lat)
+        out["cpu_latency_us"] = percentiles(lat_cpu)
+    out.update({"events": n, "seconds": busy / 1e9, "cpu_seconds": cpu_used,
+                "events_per_s": n / (busy / 1e9), "store_seconds": store_ns / 1e9,
+                "store_cpu_seconds": store_cpu,
+                "events_per_s_with_store": n / ((busy + store_ns) / 1e9),
+                "rows": col.rows, "quarantined": col.quarantined, "duplicates": col.duplicates,
+                "entities": len(eng.sets["card"].states), "commits": commits})
+    c0, t0 = cpu(), clock()
+    meta = eng.meta()
+    out["meta"] = {"bytes": len(meta), "seconds": (clock() - t0) / 1e9, "cpu_seconds": cpu() - c0,
+                   "records_seen": eng.counts["records"]}
     with open(folder / f"sample_evenflow_{mode}.pkl", "wb") as fh:
         pickle.dump(col.sample, fh, protocol=5)
     if col.clean is not None:
         with open(folder / "clean.pkl", "wb") as fh:
             pickle.dump(col.clean, fh, protocol=5)
+    return out
+
+
+def percentiles(ns: array) -> dict[str, float]:
+    srt = sorted(ns)
+    out = {q: srt[min(len(srt) - 1, int(len(srt) * p))] / 1e3 for q, p in
+           (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("p99.9", 0.999))}
+    out["max"] = srt[-1] / 1e3
+    out["mean"] = sum(srt) / len(srt) / 1e3
     return out
 
 
@@ -167,6 +203,7 @@ def profile(folder: Path, batch: int, limit: int) -> dict[str, Any]:
     prof.enable()
     for s in range(0, len(recs), batch):
         eng.process(recs[s:s + batch], seqs=seqs[s:s + batch])
+        eng.dirty_states()
     prof.disable()
     buf = io.StringIO()
     stats = pstats.Stats(prof, stream=buf)
@@ -176,6 +213,7 @@ def profile(folder: Path, batch: int, limit: int) -> dict[str, Any]:
     t0 = time.perf_counter_ns()
     for s in range(0, len(recs), batch):
         eng.process(recs[s:s + batch], seqs=seqs[s:s + batch])
+        eng.dirty_states()
     total = time.perf_counter_ns() - t0
     timers.restore()
     return {"mode": "profile", "events": len(recs), "cprofile_top": buf.getvalue(),
@@ -189,13 +227,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--sample-every", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=0, help="one mode: events in micro-batches first")
+    ap.add_argument("--one-events", type=int, default=100_000, help="one mode: single-record calls")
     ap.add_argument("--result-file", required=True)
     a = ap.parse_args()
     folder = Path(a.folder)
     if a.mode == "profile":
         result = profile(folder, a.batch, a.limit or 100_000)
     else:
-        result = run(folder, a.mode, a.batch, a.limit, a.sample_every)
+        result = run(folder, a.mode, a.batch, a.limit, a.sample_every, a.warmup, a.one_events)
     from common import write_result
     write_result(a.result_file, result)
 

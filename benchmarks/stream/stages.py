@@ -56,6 +56,7 @@ class StageTimers:
         patch(Impute, "transform_one", "steps: impute + clip (fitted artifacts)")
         patch(Clip, "transform_one", "steps: impute + clip (fitted artifacts)")
         patch(FeatureSetStream, "evict", "eviction at batch end")
+        patch(eng, "dirty_states", "store: dirty_states (msgpack of changed entities)")
         shim = SimpleNamespace(dumps=timed("payload JSON text (json.dumps of each record)", json.dumps),
                                loads=json.loads)
         engine_mod.json = shim  # type: ignore[assignment]
