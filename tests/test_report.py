@@ -242,6 +242,16 @@ def test_bad_input_is_a_clear_user_error(tmp_path: Path) -> None:
     (folder / "checks.json").write_text("{oops")
     with pytest.raises(EvenflowError, match="not valid JSON"):
         write_report(folder)
+    (folder / "checks.json").unlink()
+    (folder / "card.json").write_text("[1, 2]")
+    with pytest.raises(EvenflowError, match="must be a JSON object"):
+        write_report(folder)
+    (folder / "training_set.parquet").write_bytes(b"not parquet")
+    with pytest.raises(EvenflowError, match="cannot read the training set"):
+        write_report(folder)
+    no_split = write_set(tmp_path / "no_split", table.drop_columns(["split"]), card)
+    with pytest.raises(EvenflowError, match="no column 'split'"):
+        write_report(no_split)
 
 
 # ---------------------------------------------------------------- the fraud example, page and CLI

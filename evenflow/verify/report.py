@@ -237,9 +237,16 @@ def training_set_dir(path: str | Path) -> Path:
 def build_report(path: str | Path) -> dict[str, Any]:
     """The report's content as a JSON-safe dict (what ``report.json`` holds)."""
     folder = training_set_dir(path)
-    table = pq.read_table(folder / "training_set.parquet")
+    try:
+        table = pq.read_table(folder / "training_set.parquet")
+    except (OSError, pa.ArrowException) as exc:
+        raise EvenflowError(f"cannot read the training set: {exc}", file=str(folder / "training_set.parquet"),
+                            fix="rebuild it with evenflow training-set") from None
     card_path, checks_path = folder / "card.json", folder / "checks.json"
     card = _read_json(card_path) if card_path.exists() else {}
+    if not isinstance(card, dict):
+        raise EvenflowError("card.json must be a JSON object", file=str(card_path),
+                            fix="rebuild the training set with evenflow training-set")
     label = card.get("label") or ("label" if "label" in table.column_names else None)
     if not label:
         raise EvenflowError("no card.json names the label column", file=str(folder),
