@@ -234,6 +234,17 @@ def test_contract_results_from_the_card_are_reported(tmp_path: Path) -> None:
     assert any("amount_non_negative" in w for w in report["verdict"]["warnings"])
 
 
+def test_card_check_summary_stands_in_for_a_missing_checks_json(tmp_path: Path) -> None:
+    table, card = drifted_set(300, 100)
+    # the card's summary of the build's findings: the offending rows as a count, no evidence
+    card["checks"] = [{**{k: v for k, v in f.to_dict().items() if k not in ("rows", "evidence")},
+                       "rows": len(f.rows)} for f in sample_findings()]
+    report = build_report(write_set(tmp_path / "ts", table, card))
+    assert {f["check"]: f["offending_rows"] for f in report["checks"]} == {
+        "temporal_overlap": 12, "entity_overlap": 3, "label_noise": 2, "target_leakage": 0}
+    assert report["verdict"]["status"] == "not_fit" and report["verdict"]["notes"] == []
+
+
 def test_bad_input_is_a_clear_user_error(tmp_path: Path) -> None:
     with pytest.raises(EvenflowError, match="not built"):
         write_report(tmp_path)

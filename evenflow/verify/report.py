@@ -60,7 +60,8 @@ def _as_findings(data: Any, source: str) -> list[dict[str, Any]]:
         if not isinstance(item, dict):
             continue
         rows = item.get("rows")
-        count = len(rows) if isinstance(rows, list) else item.get("failing_rows", item.get("failures"))
+        count = len(rows) if isinstance(rows, list) else rows if isinstance(rows, int) else \
+            item.get("failing_rows", item.get("failures"))
         out.append({"check": str(item.get("check") or item.get("name") or item.get("rule") or "?"),
                     "source": source, "kind": item.get("kind"),
                     "severity": item.get("severity", "error"), "passed": bool(item.get("passed", False)),
@@ -254,7 +255,10 @@ def build_report(path: str | Path) -> dict[str, Any]:
     features, skipped = _features(card, table, label)
     prof = profile(table, label=label, features=features)
     prof["skipped"].update(skipped)
-    checks = _as_findings(_read_json(checks_path), "checks.json") if checks_path.exists() else []
+    if checks_path.exists():
+        checks = _as_findings(_read_json(checks_path), "checks.json")
+    else:  # the card keeps a summary of the same findings (offending-row counts, no evidence)
+        checks = _as_findings(card.get("checks"), "card.json checks")
     for key in CARD_CHECK_KEYS:
         checks += _as_findings(card.get(key), f"card.json {key}")
     report: dict[str, Any] = {
@@ -265,7 +269,8 @@ def build_report(path: str | Path) -> dict[str, Any]:
                          "fingerprint": card.get("fingerprint"), "pipeline": card.get("pipeline"),
                          "split": card.get("split"), "held_out": card.get("held_out"),
                          "quarantine": card.get("quarantine")},
-        "sources": {"parquet": True, "card": card_path.exists(), "checks": checks_path.exists()},
+        "sources": {"parquet": True, "card": card_path.exists(),
+                    "checks": checks_path.exists() or isinstance(card.get("checks"), list)},
         "checks": checks, "profile": prof}
     report["verdict"] = _verdict(report)
     report["charts"] = _charts(prof)
