@@ -23,6 +23,7 @@ from evenflow.core.steps import Artifact, Dedup, StepType, TargetEncode, select_
 from evenflow.core.timeutil import format_duration, parse_duration, parse_instant, to_micros
 from evenflow.errors import DefinitionError
 from evenflow.quality.validate import lit, q
+from evenflow.verify.leakage import check_training_set, record_fit_scope
 
 SPLITS = ("train", "test")
 
@@ -40,6 +41,8 @@ class TrainingSet:
     label: str
     engine: BatchEngine = field(repr=False)
     sql: str = field(repr=False, default="")
+    #: contamination and leakage findings of the build (evenflow.verify.leakage), for checks.json
+    findings: list[Any] = field(repr=False, default_factory=list)
 
     def write(self, output: Output | None = None, **options: str) -> dict[str, str]:
         """Publish to the warehouse, Parquet, Delta and the dataset card (see ``publish``).
@@ -189,6 +192,8 @@ def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,
     for fs in sets:
         fit_where = _event_fit_where(pipeline, fs, spec, train[1], split_info)
         ev = eng.prepare(fs, fit_where=fit_where)
+        record_fit_scope(con, ev.artifacts, fs.steps, fs.name, q(ev.loaded.table), fit_where,
+                         f"epoch_us({q(ev.event_time)})")
         artifacts.update(ev.artifacts)
         missing = [k for k in ev.key if k not in label_cols]
         if missing:
@@ -226,8 +231,10 @@ def build(pipeline: Pipeline, *, engine: BatchEngine | None = None,
     card = _card(eng, spec, pipeline, result, split_info, card_sets, fingerprint, artifacts,
                  feature_columns, missing_label)
     card["quality_steps"] = quality
-    return TrainingSet(spec.name, result, card, artifacts, fingerprint, feature_columns, spec.label,
-                       eng, final_sql)
+    ts = TrainingSet(spec.name, result, card, artifacts, fingerprint, feature_columns, spec.label,
+                     eng, final_sql)
+    check_training_set(ts, pipeline)  # contamination and leakage; raises FindingsError
+    return ts
 
 
 def _apply_steps(eng: BatchEngine, spec: TrainingSetSpec, labels: Source, t_col: str,

@@ -65,6 +65,10 @@ class TrainingSetSpec(BaseModel):
     label_available_time: str | None = None
     steps: list[StepType] = []
     resample: Resample | None = None
+    #: String columns checked for near-duplicate text across splits at every build.
+    text_columns: list[str] = []
+    #: Error-level check findings accepted by name (e.g. ``[temporal_overlap]``): reported, not fatal.
+    accept: list[str] = []
 
 
 class Pipeline(BaseModel):
@@ -148,7 +152,9 @@ class Pipeline(BaseModel):
         }
         if self.training_set is not None:
             ts = self.training_set
-            data = ts.model_dump(mode="json", exclude={"labels", "features"}, exclude_none=True)
+            # empty check settings are left out, so adding them kept every existing fingerprint
+            empty = {f for f in ("text_columns", "accept") if not getattr(ts, f)}
+            data = ts.model_dump(mode="json", exclude={"labels", "features", *empty}, exclude_none=True)
             data["labels"] = ts.labels if isinstance(ts.labels, str) else ts.labels.name
             data["features"] = [f if isinstance(f, str) else f.name for f in ts.features]
             out["training_set"] = data
