@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool, interleaved")
     ap.add_argument("--timeout", type=float, default=1800)
-    ap.add_argument("--out", default=str(HERE / "results" / "contracts.json"))
+    ap.add_argument("--out", help="result JSON (default benchmarks/results/contracts_<rows>.json)")
     args = ap.parse_args()
     rows = 1_000_000 if args.quick else args.rows
     data = DATA / f"contracts_{rows}.parquet"
@@ -176,7 +176,7 @@ def main() -> None:
           f"({', '.join(sorted(EXPECTED_FAILURES))})\n")
     if "evenflow" in results:
         print(report(rows, results))
-    out = Path(args.out)
+    out = Path(args.out or HERE / "results" / f"contracts_{rows // 1_000_000}m.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"\nload average (1 min) before / after: {load_before:.1f} / {os.getloadavg()[0]:.1f} "
           "on 2 cores")
