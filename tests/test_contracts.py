@@ -352,6 +352,8 @@ def test_names_and_definition_errors() -> None:
         ef.matches("x", "[0-9")
     with pytest.raises(DefinitionError, match="cannot parse expression"):
         ef.rule("r", "amount >= ")
+    with pytest.raises(DefinitionError, match=r"compare with ==.*or pass DuckDB SQL as sql="):
+        ef.rule("refund_ok", "amount >= 0 or channel = 'atm'")
     with pytest.raises(DefinitionError, match="needs a bound"):
         ef.row_count()
     with pytest.raises(DefinitionError, match="max_failures applies to row-level"):

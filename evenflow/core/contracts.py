@@ -156,7 +156,14 @@ class Rule(_Contract):
             raise DefinitionError(f"rule {self.name!r} needs exactly one of expr= or sql=",
                                   fix="e.g. rule('refund_ok', \"amount >= 0 or channel == 'atm'\")")
         if self.expr is not None:
-            Expr.parse(self.expr)
+            try:
+                Expr.parse(self.expr)
+            except DefinitionError as exc:
+                # the commonest slip: SQL's = where the expression grammar wants ==
+                raise DefinitionError(f"rule {self.name!r}: {exc.message}",
+                                      fix="compare with == (amount >= 0 or channel == 'atm'), or "
+                                          "pass DuckDB SQL as sql=\"amount >= 0 OR channel = 'atm'\""
+                                      ) from None
         return self
 
     def default_name(self) -> str:
