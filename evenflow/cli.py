@@ -192,6 +192,14 @@ def training_set(spec: Annotated[Path, typer.Argument(help="pipeline YAML with a
         console.print(summary)
         console.print(_accounting_table(card["feature_sets"]))
         console.print(_quarantine_table(card["quarantine"]))
+        if card.get("checks"):
+            checks = Table(title="contamination and leakage checks")
+            for col in ("check", "result", "rows", "message"):
+                checks.add_column(col)
+            for c in card["checks"]:
+                result = "pass" if c["passed"] else "accepted" if c["accepted"] else c["severity"]
+                checks.add_row(c["check"], result, str(c["rows"]), c["message"][:100])
+            console.print(checks)
         for name, where in written.items():
             console.print(f"  {name}: {where}")
     except EvenflowError as exc:

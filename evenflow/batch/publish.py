@@ -6,6 +6,7 @@ Layout under the pipeline's ``output.directory`` (default ``out``)::
     <name>/training_set.parquet          Parquet export, with a ``split`` column
     <name>/card.json, card.md            the dataset card
     <name>/artifacts.json                fitted step artifacts, keyed by step
+    <name>/checks.json                   contamination and leakage findings of the build
     runs/<run id>.json                   `evenflow run`: accounting, quarantine counts, outputs
     lakehouse/bronze/<source>            raw records as read (Delta)
     lakehouse/silver/<feature set>       validated, cleaned events (Delta)
@@ -71,6 +72,11 @@ def write_training_set(ts: TrainingSet, output: Output) -> dict[str, str]:
     ts.card["outputs"] = written
     (folder / "artifacts.json").write_text(json.dumps(ts.artifacts, indent=2, sort_keys=True, default=str))
     (folder / "card.json").write_text(json.dumps(ts.card, indent=2, default=str))
+    if ts.findings:  # contamination and leakage checks of the build, in full (evidence, rows)
+        from evenflow.verify.findings import findings_json
+
+        (folder / "checks.json").write_text(findings_json(ts.findings))
+        written["checks"] = str(folder / "checks.json")
     (folder / "card.md").write_text(card_markdown(ts.card))
     written["card"] = str(folder / "card.json")
     return written

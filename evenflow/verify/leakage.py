@@ -119,7 +119,8 @@ def near_duplicate_text_across_splits(table: pa.Table, text_columns: Sequence[st
     for column in text_columns:
         texts = table.column(column).to_pylist()
         nd = near_duplicates(texts, threshold=opts.threshold, shingle_size=opts.shingle, unit=opts.unit,
-                             num_perm=opts.num_perm, seed=opts.seed, lowercase=opts.lowercase)
+                             num_perm=opts.num_perm, seed=opts.seed, lowercase=opts.lowercase,
+                             recall_weight=opts.recall_weight)
         test_i, train_i, sim = nd.matches(split == "test", split == "train")
         for a, b, s in zip(test_i.tolist(), train_i.tolist(), sim.tolist(), strict=True):
             if int(ids[a]) not in flagged:
