@@ -44,6 +44,7 @@ _P = 0x100000001B3  # odd, so invertible modulo 2**64
 _P_INV = pow(_P, -1, 2**64)
 _M1, _M2 = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB)
 _EMPTY = np.uint32(0xFFFFFFFF)
+CHUNK = 100_000  # texts shingled and signed at a time
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -88,6 +89,20 @@ def _segments(starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.nd
     return item, group
 
 
+_POWER_CACHE: list[np.ndarray] = []
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """P**i and P**-i modulo 2**64 for i < n (cached: every chunk needs the same prefix)."""
+    if not _POWER_CACHE or len(_POWER_CACHE[0]) < n:
+        size = max(n, 1 << 16)
+        with np.errstate(over="ignore"):
+            pw = np.cumprod(np.full(size, _P, dtype=_U64))
+            iv = np.cumprod(np.full(size, _P_INV, dtype=_U64))
+        _POWER_CACHE[:] = [np.concatenate([[_U64(1)], pw[:-1]]), np.concatenate([[_U64(1)], iv[:-1]])]
+    return _POWER_CACHE[0][:n], _POWER_CACHE[1][:n]
+
+
 def shingle(texts: Sequence[str], *, size: int = 5, unit: Unit = "char", seed: int = 1,
             unique: bool = False) -> Shingles:
     """Hash the shingles of already-normalized ``texts`` (see :func:`normalize`).
@@ -110,11 +125,8 @@ def shingle(texts: Sequence[str], *, size: int = 5, unit: Unit = "char", seed: i
     text_start = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(texts) else lengths
     text_end = text_start + lengths
     # prefix[i] = sum_{j<i} (c_j + 1) * P**j  and  inv[i] = P**-i, all modulo 2**64 (wrapping)
+    powers, inv = _powers(n)
     with np.errstate(over="ignore"):
-        powers = np.cumprod(np.full(max(n, 1), _P, dtype=_U64))
-        powers = np.concatenate([[_U64(1)], powers[:-1]])[:n]
-        inv = np.cumprod(np.full(max(n, 1), _P_INV, dtype=_U64))
-        inv = np.concatenate([[_U64(1)], inv[:-1]])[:n]
         prefix = np.concatenate([[_U64(0)], np.cumsum((codes.astype(_U64) + _U64(1)) * powers)])
     if unit == "char":
         counts = np.where(lengths > 0, np.maximum(lengths - size + 1, 1), 0)
@@ -219,16 +231,23 @@ def lsh_params(threshold: float, num_perm: int, recall_weight: float = 0.9) -> t
     return best
 
 
-def _band_candidates(sig: np.ndarray, bands: int, rows: int, valid: np.ndarray) -> np.ndarray:
-    """Pairs (i < j) of rows of ``sig`` sharing at least one band, deduplicated."""
-    idx_all = np.flatnonzero(valid)
-    rng = np.random.default_rng(12345)
-    mult = rng.integers(1, 2**63, size=rows, dtype=np.uint64) * _U64(2) + _U64(1)
-    out: list[np.ndarray] = []
+def band_hashes(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """One 64-bit hash per (text, band) of ``rows`` signature values; shape (texts, bands)."""
+    mult = np.random.default_rng(12345).integers(1, 2**63, size=rows, dtype=np.uint64) * _U64(2) + _U64(1)
+    out = np.empty((sig.shape[0], bands), dtype=_U64)
     for band in range(bands):
-        part = sig[idx_all, band * rows:(band + 1) * rows].astype(_U64)
+        part = sig[:, band * rows:(band + 1) * rows].astype(_U64)
         with np.errstate(over="ignore"):
-            h = _mix((part * mult[None, :]).sum(axis=1, dtype=_U64) + _U64(band))
+            out[:, band] = _mix((part * mult[None, :]).sum(axis=1, dtype=_U64) + _U64(band))
+    return out
+
+
+def _band_candidates(hashes: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Pairs (i < j) of texts sharing at least one band hash, deduplicated."""
+    idx_all = np.flatnonzero(valid)
+    out: list[np.ndarray] = []
+    for band in range(hashes.shape[1]):
+        h = hashes[idx_all, band]
         order = np.argsort(h, kind="stable")
         hs, ids = h[order], idx_all[order]
         same = hs[1:] == hs[:-1]
@@ -439,9 +458,15 @@ def near_duplicates(texts: Sequence[Any], *, threshold: float = 0.8, shingle_siz
     if bands * rows > opts.num_perm:
         raise DefinitionError(f"bands x rows = {bands * rows} exceeds num_perm = {opts.num_perm}")
     rep_texts = [norm[i] for i in reps]
-    sh = shingle(rep_texts, size=opts.shingle, unit=opts.unit, seed=opts.seed)
-    sig = minhash(sh, num_perm=opts.num_perm, seed=opts.seed)
-    cand = _band_candidates(sig, bands, rows, sh.sizes > 0)
+    # signatures chunk by chunk, keeping only the band hashes: memory stays flat in n
+    parts, sizes = [], []
+    for lo in range(0, len(rep_texts), CHUNK):
+        sh = shingle(rep_texts[lo:lo + CHUNK], size=opts.shingle, unit=opts.unit, seed=opts.seed)
+        parts.append(band_hashes(minhash(sh, num_perm=opts.num_perm, seed=opts.seed), bands, rows))
+        sizes.append(sh.sizes)
+    hashes = np.concatenate(parts) if parts else np.empty((0, bands), dtype=_U64)
+    valid = np.concatenate(sizes) > 0 if sizes else np.zeros(0, dtype=bool)
+    cand = _band_candidates(hashes, valid)
     if len(cand):
         involved = np.unique(cand)
         local = np.searchsorted(involved, cand)
