@@ -8,7 +8,8 @@ since_last, last lat/lon; three row expressions) over the events of
 Each implementation runs in its own child process, one after another:
 
 - ``evenflow:batch``     raw records (JSON values, dirty rows included) in micro-batches of 1000;
-- ``evenflow:one``       the same, one record per call: per-event latency p50/p99;
+- ``evenflow:one``       the same, one record per call: per-event latency p50/p99 (changed
+  states committed to the memory store every 1000 events; ``evenflow:one1``: after each);
 - ``evenflow:features``  no steps, the cleaned typed events the peers get (like for like);
 - ``python``             a hand-written plain-Python loop (``benchmarks/stream/handagg.py``);
 - ``river``              River's ``TimeRolling`` stats per card (``benchmarks/.venvs/river``);
@@ -158,10 +159,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--impls", default="evenflow:batch,evenflow:one,evenflow:features,python,river,bytewax")
-    ap.add_argument("--one-events", type=int, default=100_000,
-                    help="single-record calls timed for latency, after half the events as warm-up")
-    ap.add_argument("--profile", action="store_true", help="also cProfile and per-stage timers (100k)")
+    ap.add_argument("--impls", default="evenflow:batch,evenflow:one,evenflow:one1,evenflow:features,python,river,bytewax")
+    ap.add_argument("--one-events", type=int, default=50_000,
+                    help="single-record calls timed for latency, after min(n/2, 200k) events of warm-up")
+    ap.add_argument("--profile", action="store_true", help="also cProfile and per-stage timers (30k)")
     ap.add_argument("--timeout", type=float, default=900)
     ap.add_argument("--out", default=str(BENCH / "results" / "stream_engine.json"))
     a = ap.parse_args(argv)
@@ -179,8 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"--- {impl}", flush=True)
         if impl.startswith("evenflow:"):
             mode = impl.split(":")[1]
-            extra = ["--warmup", str(n // 2), "--one-events", str(min(n // 2, a.one_events))] \
-                if mode == "one" else []
+            warm = min(n // 2, 200_000)
+            extra = ["--warmup", str(warm), "--one-events", str(min(n - warm, a.one_events))] \
+                if mode.startswith("one") else []
             r = child(ROOT / ".venv/bin/python", worker, ["--folder", str(folder), "--mode", mode,
                                                           "--batch", str(a.batch), *extra], a.timeout)
         else:
@@ -197,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps({k: v for k, v in r.items() if k != "cprofile_top"}, default=str), flush=True)
     if a.profile:
         r = child(ROOT / ".venv/bin/python", worker, ["--folder", str(folder), "--mode", "profile",
-                                                      "--batch", str(a.batch), "--limit", "100000"], a.timeout)
+                                                      "--batch", str(a.batch), "--limit", "30000"], a.timeout)
         results["profile"] = r
         print(r["cprofile_top"])
         for row in r["stages"]:
@@ -244,9 +246,12 @@ def summary(results: dict[str, Any]) -> None:
               f"{r['seconds']:>8.1f}{r.get('ratio_to_evenflow_batch', nan):>11.2f}"
               f"{r.get('cpu_ratio_to_evenflow_batch', nan):>6.2f}{r.get('ratio_to_evenflow_features', nan):>10.2f}"
               f"{r.get('cpu_ratio_to_evenflow_features', nan):>6.2f}")
-    one = results["runs"].get("evenflow:one", {}).get("latency_us")
-    if one:
-        print("evenflow per-event latency (µs): " + ", ".join(f"{k} {v:.1f}" for k, v in one.items()))
+    for mode in ("one", "one1"):
+        r = results["runs"].get(f"evenflow:{mode}", {})
+        for kind in ("latency_us", "cpu_latency_us"):
+            if kind in r:
+                print(f"evenflow:{mode} per-event {kind} (commit every {r['commit_every']}): "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in r[kind].items()))
     for impl, ag in results["agreement"].items():
         print(f"agreement {impl}: {ag['compared']:,} sampled events, rows agreeing "
               f"{ag['rows_agree_1e-09']:.4%} at rel 1e-9, {ag['rows_agree_1e-06']:.4%} at 1e-6; "

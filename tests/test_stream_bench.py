@@ -100,3 +100,30 @@ def _same(a: object, b: object) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=1e-12)  # type: ignore[arg-type]
     return a == b
+
+
+def test_hand_baseline_equals_engine_at_window_edges_and_ties(replay: Path) -> None:
+    """Events exactly W apart (outside the window), equal times (inside right-closed windows,
+    outside the left-closed ones), null lat/lon and a gap longer than every window."""
+    from datetime import UTC, datetime, timedelta
+
+    base = datetime(2026, 3, 2, 12, tzinfo=UTC)
+    offsets = [timedelta(0), timedelta(minutes=10), timedelta(minutes=10), timedelta(hours=1),
+               timedelta(hours=1, minutes=10), timedelta(days=1), timedelta(days=1, hours=1),
+               timedelta(days=8), timedelta(days=8)]
+    recs = [{"transaction_id": f"t{i:09d}", "card_id": "c1", "merchant_id": f"m{i % 3}",
+             "amount": float(10 + i), "ts": (base + off).isoformat(),
+             "lat": None if i == 4 else 50.0 + i, "lon": 1.0 + i, "channel": "pos", "mcc": "5411"}
+            for i, off in enumerate(offsets)]
+    eng = worker.engine(replay, "batch")
+    rows = eng.process(recs).outputs["card"]
+    assert len(rows) == len(recs)
+    state = None
+    for i, row in enumerate(rows):
+        t = int((base + offsets[i]).timestamp()) * 1_000_000
+        state, feats = handagg.step(state, (i, "c1", t, row["amount"], row["merchant_id"],
+                                            row["lat"], row["lon"]))
+        assert [_same(row[n], feats[n]) for n in handagg.NAMES] == [True] * len(handagg.NAMES), \
+            (i, {n: (row[n], feats[n]) for n in handagg.NAMES if not _same(row[n], feats[n])})
+    assert rows[3]["count_1h"] == 3 and rows[2]["count_10m"] == 2     # t - 1h, t - 10m excluded
+    assert rows[2]["since_last_before"] == 600.0                      # the tie is not "before"

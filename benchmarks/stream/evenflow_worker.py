@@ -5,7 +5,9 @@ Modes (``--mode``):
 ``batch``     the card feature set of ``examples/fraud/pipeline.yaml`` (dedup, impute, clip, 12
               aggregates, 3 row expressions) over the raw replay in micro-batches; throughput.
               Also writes the cleaned events the peers read (``clean.pkl``).
-``one``       the same, one record per ``process_one`` call; per-event latency.
+``one``       the same, one record per ``process_one`` call; per-event latency; the changed
+              states are committed every ``--batch`` events, as the runner does.
+``one1``      the same, committing after every event.
 ``features``  the same aggregates and expressions without the steps, over the cleaned, typed
               events the peers get: the like-for-like configuration.
 ``profile``   cProfile, then per-stage timers (validation, steps, state update, evaluation,
@@ -137,7 +139,9 @@ def run(folder: Path, mode: str, batch: int, limit: int | None, sample_every: in
         store_cpu += cpu() - c0
         commits += 1
 
-    first_one = min(n, warmup) if mode == "one" else n
+    one_at_a_time = mode.startswith("one")
+    commit_every = 1 if mode == "one1" else batch
+    first_one = min(n, warmup) if one_at_a_time else n
     for start in range(0, first_one, batch):
         recs_b = [make(i) for i in range(start, min(first_one, start + batch))]
         c0, t0 = cpu(), clock()
@@ -147,7 +151,7 @@ def run(folder: Path, mode: str, batch: int, limit: int | None, sample_every: in
         col.add(res)
         commit()
     out: dict[str, Any] = {"mode": mode, "batch": batch}
-    if mode == "one":
+    if one_at_a_time:
         lat, lat_cpu = array("q"), array("q")
         stop = min(n, first_one + one_events)
         busy, cpu_used, store_ns, store_cpu = 0, 0.0, 0, 0.0
@@ -159,10 +163,11 @@ def run(folder: Path, mode: str, batch: int, limit: int | None, sample_every: in
             lat.append(t1 - t0)
             lat_cpu.append(c1 - c0)
             col.add(res)
-            if (i - first_one) % batch == batch - 1:
+            if (i - first_one) % commit_every == commit_every - 1:
                 commit()
         busy, cpu_used, n = sum(lat), sum(lat_cpu) / 1e9, stop - first_one
         out["warmup_events"] = first_one
+        out["commit_every"] = commit_every
         out["latency_us"] = percentiles(lat)
         out["cpu_latency_us"] = percentiles(lat_cpu)
     out.update({"events": n, "seconds": busy / 1e9, "cpu_seconds": cpu_used,
@@ -223,7 +228,7 @@ def profile(folder: Path, batch: int, limit: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", required=True)
-    ap.add_argument("--mode", choices=["batch", "one", "features", "profile"], required=True)
+    ap.add_argument("--mode", choices=["batch", "one", "one1", "features", "profile"], required=True)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--sample-every", type=int, default=10)
@@ -233,7 +238,7 @@ def main() -> None:
     a = ap.parse_args()
     folder = Path(a.folder)
     if a.mode == "profile":
-        result = profile(folder, a.batch, a.limit or 100_000)
+        result = profile(folder, a.batch, a.limit or 30_000)
     else:
         result = run(folder, a.mode, a.batch, a.limit, a.sample_every, a.warmup, a.one_events)
     from common import write_result
