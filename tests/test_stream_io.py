@@ -221,10 +221,11 @@ def test_runner_on_a_redis_stream_acks_after_commit(r, stream, tmp_path):
                     max_batch=10, commit_interval="200ms",
                     on_batch=lambda n, res: seen_pending.append(src.pending()))
     stats = runner.run(idle_exit_s=0.3)
-    assert stats.events == 25 and stats.batches == 3
-    assert seen_pending == [0, 0, 0]          # each batch acknowledged once committed
-    assert runner.bronze.committed().batch == 3
-    assert runner.store.checkpoint() == 3
+    # 10 + 10 + 5, or more batches when a slow machine lets the 200 ms interval run out first
+    assert stats.events == 25 and stats.batches >= 3
+    assert seen_pending == [0] * stats.batches   # each batch acknowledged once committed
+    assert runner.bronze.committed().batch == stats.batches
+    assert runner.store.checkpoint() == stats.batches
 
 
 def test_evenflow_consume_command(tmp_path):
