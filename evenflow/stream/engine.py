@@ -33,7 +33,7 @@ import json
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from evenflow.core.features import FeatureSet
@@ -206,9 +206,12 @@ class FeatureSetStream:
             out.append(self.row(entity, rec, seq, t, rec["__a"]))
 
     def evict(self, watermark: int, ttl: int | None) -> None:
-        horizon = watermark - self.longest
+        # Strictly before any later query time: with only unbounded windows (longest 0), an
+        # event at the watermark itself must stay live, or closed="left" would count it.
+        reach = max(self.longest, 1)
+        horizon = watermark - reach
         if self.pending:     # an event still waiting to be emitted needs its window
-            horizon = min(horizon, self.pending[0][0] - self.longest)
+            horizon = min(horizon, self.pending[0][0] - reach)
         for entity in list(self.dirty):
             state = self.states.get(entity)
             if state is not None:
@@ -415,10 +418,10 @@ class StreamEngine:
                                            for k, m in fs.unique_seen.items()},
                                 "pending": [[t, s, list(e), r] for t, s, e, r in fs.pending]}
                          for name, fs in self.sets.items()}}
-        return _msgpack().packb(data, use_bin_type=True, default=str)
+        return _msgpack().packb(data, use_bin_type=True, default=_wire_value)
 
     def load_meta(self, blob: bytes) -> None:
-        data = _msgpack().unpackb(blob, raw=False, strict_map_key=False)
+        data = _msgpack().unpackb(blob, raw=False, strict_map_key=False, object_hook=_unwire_value)
         self.seq, self.max_time, self.counts = data["seq"], data["max_time"], data["counts"]
         for name, saved in data["sets"].items():
             fs = self.sets.get(name)
@@ -429,6 +432,22 @@ class StreamEngine:
             fs.unique_seen = {k: {v: s for v, s in m} for k, m in saved["unique"].items()}
             fs.pending = [(t, s, tuple(e), r) for t, s, e, r in saved["pending"]]
             heapq.heapify(fs.pending)
+
+
+def _wire_value(value: Any) -> Any:
+    """Timestamps in pending records and dedup keys survive the meta blob as timestamps."""
+    if isinstance(value, datetime):
+        return {"__evenflow_ts": to_micros(value)}
+    return str(value)
+
+
+def _unwire_value(obj: dict[Any, Any]) -> Any:
+    if len(obj) == 1 and "__evenflow_ts" in obj:
+        return _EPOCH + timedelta(microseconds=obj["__evenflow_ts"])
+    return obj
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _msgpack() -> Any:

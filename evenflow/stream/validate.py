@@ -36,7 +36,9 @@ _ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([
                   r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?)?")
 _OFFSET = re.compile(r"[0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+)?)? ?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$")
 _INT = re.compile(r"[+-]?[0-9]+")
-_BOOL = {"true": True, "t": True, "1": True, "false": False, "f": False, "0": False}
+# DuckDB's TRY_CAST(text AS BOOLEAN): these words in any case, no surrounding blanks.
+_BOOL = {"true": True, "t": True, "1": True, "yes": True, "y": True,
+         "false": False, "f": False, "0": False, "no": False, "n": False}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -126,7 +128,7 @@ def _float(value: Any) -> float | None:
 def _bool(value: Any) -> bool | None:
     if isinstance(value, bool):
         return value
-    return _BOOL.get(as_text(value).strip().lower())
+    return _BOOL.get(as_text(value).lower())
 
 
 class RecordValidator:
@@ -190,12 +192,13 @@ def _not_above(x: Any, b: float) -> bool:
     return bool(x <= b)
 
 
+# NaN sorts above every number in DuckDB, so it breaks le/lt bounds there; the same here.
 def _above(x: Any, b: float) -> bool:
-    return bool(x > b)
+    return bool(x > b or x != x)
 
 
 def _not_below(x: Any, b: float) -> bool:
-    return bool(x >= b)
+    return bool(x >= b or x != x)
 
 
 def _range_detail(name: str, word: str, bound: float, value: Any) -> str:
