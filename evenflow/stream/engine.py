@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 import json
 import time
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,7 +45,7 @@ from evenflow.core.timeutil import parse_duration, parse_instant
 from evenflow.core.timeutil import to_micros as instant_micros
 from evenflow.errors import DefinitionError
 from evenflow.stream.state import KeyState, compile_aggregates, evaluate, retire_plan
-from evenflow.stream.validate import RecordValidator, as_text, to_micros
+from evenflow.stream.validate import RecordValidator, to_micros
 
 Key = tuple[Any, ...]
 
@@ -126,7 +127,11 @@ class FeatureSetStream:
         self.states: dict[Key, KeyState] = {}
         self.dirty: set[Key] = set()
         self.seen: dict[str, dict[Any, list[Any]]] = {}      # dedup id -> key -> [seq, t, entity]
-        self.unique_seen: dict[str, dict[Any, int]] = {n: {} for n in self.unique}
+        self.unique_seen: dict[str, dict[Any, list[int]]] = {n: {} for n in self.unique}  # [seq, t]
+        # Memory entries changed since the last checkpoint, and all of them in arrival order
+        # (to forget the oldest first): ("d", dedup id, key) or ("u", field, value).
+        self.memory_dirty: set[tuple[str, str, Any]] = set()
+        self.memory_order: deque[tuple[int, str, str, Any]] = deque()
         self.pending: list[tuple[int, int, Key, dict[str, Any]]] = []
         self.cancelled: set[int] = set()
 
@@ -143,9 +148,10 @@ class FeatureSetStream:
         for name in self.unique:
             value = rec.get(name)
             if value is not None:
-                first = self.unique_seen[name].setdefault(value, seq)
-                if first != seq:
-                    return f"not_unique|{name}|{name}={value} already seen at record {first}"
+                first = self.unique_seen[name].setdefault(value, [seq, t])
+                if first[0] != seq:
+                    return f"not_unique|{name}|{name}={value} already seen at record {first[0]}"
+                self._remember("u", name, value, t)
         entity = tuple(rec.get(k) for k in self.key)
         state = self.states.get(entity)
         if state is None:
@@ -166,6 +172,7 @@ class FeatureSetStream:
         kept = memory.get(dkey)
         if kept is None:
             memory[dkey] = [seq, t, tuple(rec.get(k) for k in self.key)]
+            self._remember("d", step.id, dkey, t)
             return True
         if step.keep == "first":
             result.duplicates.append({"feature_set": self.fs.name, "seq": seq, "kept": kept[0],
@@ -180,17 +187,35 @@ class FeatureSetStream:
         result.duplicates.append({"feature_set": self.fs.name, "seq": old_seq, "kept": seq,
                                   "step": step.id, "payload": None})
         memory[dkey] = [seq, t, tuple(rec.get(k) for k in self.key)]
+        self._remember("d", step.id, dkey, t)
         return True
+
+    def _remember(self, kind: str, name: str, key: Any, t: int) -> None:
+        self.memory_dirty.add((kind, name, key))
+        self.memory_order.append((t, kind, name, key))
+
+    def _memory(self, kind: str, name: str) -> dict[Any, Any]:
+        return self.seen.setdefault(name, {}) if kind == "d" else self.unique_seen[name]
+
+    def forget(self, horizon: int) -> None:
+        """Drop dedup and unique memory of events older than ``horizon`` (event time)."""
+        order = self.memory_order
+        while order and order[0][0] < horizon:
+            t, kind, name, key = order.popleft()
+            memory = self._memory(kind, name)
+            entry = memory.get(key)
+            if entry is not None and entry[1] == t:   # not replaced by a later keep="last" record
+                del memory[key]
+                self.memory_dirty.add((kind, name, key))
 
     def row(self, entity: Key, rec: dict[str, Any], seq: int, t: int, a: int) -> dict[str, Any]:
         values = evaluate(self.states.get(entity), self.aggs, t, a)
         row = dict(rec)
         row.pop("__a", None)
         row.update(zip(self.names, values, strict=True))
-        if self.derived:
-            scope = {**rec, **row}
-            for name, expr in self.derived:
-                row[name] = expr(scope)
+        if self.derived:   # over the record and the aggregates, not over each other
+            derived = [(name, expr(row)) for name, expr in self.derived]
+            row.update(derived)
         row["__seq"] = seq
         return row
 
@@ -242,12 +267,15 @@ class StreamEngine:
 
     ``lateness``: events up to this far behind the largest event time seen are still accepted
     (out of order); older ones are quarantined as ``late``. ``ttl``: an entity idle (no event)
-    for longer is forgotten. ``artifacts``: fitted step artifacts of a training set build.
+    for longer is forgotten. ``remember``: how long (in event time, behind the watermark) dedup
+    keys and ``unique`` values are remembered; default forever. ``artifacts``: fitted step
+    artifacts of a training set build.
     """
 
     def __init__(self, pipeline: Pipeline, feature_sets: str | Sequence[str] | None = None, *,
                  artifacts: dict[str, Artifact] | None = None, lateness: str | int = "0s",
-                 ttl: str | int | None = None, emit: Literal["arrival", "final"] = "arrival") -> None:
+                 ttl: str | int | None = None, remember: str | int | None = None,
+                 emit: Literal["arrival", "final"] = "arrival") -> None:
         if isinstance(feature_sets, str):
             feature_sets = [feature_sets]
         chosen = [pipeline.feature_set(n) for n in feature_sets] if feature_sets else \
@@ -269,6 +297,7 @@ class StreamEngine:
         self.validator = RecordValidator(schema, required=required)
         self.lateness = 0 if lateness in (0, "0", "0s") else parse_duration(lateness)
         self.ttl = None if ttl is None else parse_duration(ttl)
+        self.remember = None if remember is None else parse_duration(remember)
         self.emit = emit
         self.sets = {fs.name: FeatureSetStream(fs, pipeline.key_of(fs), self.source,
                                                list(schema.fields), dict(artifacts or {}), emit)
@@ -321,6 +350,7 @@ class StreamEngine:
         self.seq = max(self.seq, seq + 1)
         self.counts["records"] += 1
         result.records += 1
+        payload: Any
         if isinstance(record, (str, bytes)):
             payload = record.decode("utf-8", "replace") if isinstance(record, bytes) else record
             try:
@@ -365,6 +395,8 @@ class StreamEngine:
             return
         for fs in self.sets.values():
             fs.evict(self.watermark, self.ttl)
+            if self.remember is not None:
+                fs.forget(self.watermark - self.remember)
 
     # -- online reads ----------------------------------------------------------------------------
     def read(self, feature_set: str, key: Any, at: int | str | datetime | None = None,
@@ -388,7 +420,12 @@ class StreamEngine:
 
     # -- state for the online store and checkpoints --------------------------------------------
     def dirty_states(self) -> dict[str, bytes | None]:
-        """Entity states changed since the last call, as msgpack blobs (``None``: forgotten)."""
+        """Entity states changed since the last call, as msgpack blobs (``None``: forgotten).
+
+        Dedup keys and ``unique`` values remembered since the last call come too, one entry
+        each (``card|~d|dedup:transaction_id|["t1"]``), so a checkpoint writes what changed,
+        never the whole memory.
+        """
         msgpack = _msgpack()
         out: dict[str, bytes | None] = {}
         for name, fs in self.sets.items():
@@ -397,26 +434,44 @@ class StreamEngine:
                 out[state_id(name, entity)] = None if state is None else \
                     msgpack.packb(state.to_wire(), use_bin_type=True)
             fs.dirty.clear()
+            for kind, what, key in fs.memory_dirty:
+                entry = fs._memory(kind, what).get(key)
+                sid = f"{name}|~{kind}|{what}|{_key_text(key if kind == 'd' else (key,))}"
+                out[sid] = None if entry is None else \
+                    msgpack.packb(entry, use_bin_type=True, default=_wire_value)
+            fs.memory_dirty.clear()
         return out
 
     def load_states(self, blobs: dict[str, bytes]) -> None:
-        """Restore entity states written by :meth:`dirty_states`."""
+        """Restore entity states (and dedup/unique memory) written by :meth:`dirty_states`."""
         msgpack = _msgpack()
         for sid, blob in blobs.items():
             name, _, key = sid.partition("|")
-            if name in self.sets and blob is not None:
-                self.sets[name].states[tuple(json.loads(key))] = \
-                    KeyState.from_wire(msgpack.unpackb(blob, raw=False, strict_map_key=False))
+            fs = self.sets.get(name)
+            if fs is None or blob is None:
+                continue
+            if key.startswith("~"):
+                kind, what, text = key[1:].split("|", 2)
+                value = _key_from_text(text)
+                entry = msgpack.unpackb(blob, raw=False, strict_map_key=False,
+                                        object_hook=_unwire_value)
+                if kind == "d":
+                    entry[2] = tuple(entry[2])
+                    fs._memory(kind, what)[value] = entry
+                else:
+                    fs._memory(kind, what)[value[0]] = entry
+                    value = value[0]
+                fs.memory_order.append((entry[1], kind, what, value))
+                continue
+            fs.states[tuple(json.loads(key))] = \
+                KeyState.from_wire(msgpack.unpackb(blob, raw=False, strict_map_key=False))
+        for fs in self.sets.values():
+            fs.memory_order = deque(sorted(fs.memory_order, key=lambda m: m[0]))
 
     def meta(self) -> bytes:
-        """Everything but the entity states: watermark, arrival counter, dedup and unique memory."""
+        """The engine's own state: watermark, arrival counter, counts, events awaiting emission."""
         data = {"seq": self.seq, "max_time": self.max_time, "counts": self.counts,
-                "sets": {name: {"seen": {k: [[list(d), v] for d, v in m.items()]
-                                         for k, m in fs.seen.items()},
-                                "unique": {k: [[as_text(v) if not isinstance(v, (int, float)) else v, s]
-                                               for v, s in m.items()]
-                                           for k, m in fs.unique_seen.items()},
-                                "pending": [[t, s, list(e), r] for t, s, e, r in fs.pending]}
+                "sets": {name: {"pending": [[t, s, list(e), r] for t, s, e, r in fs.pending]}
                          for name, fs in self.sets.items()}}
         return _msgpack().packb(data, use_bin_type=True, default=_wire_value)
 
@@ -427,11 +482,18 @@ class StreamEngine:
             fs = self.sets.get(name)
             if fs is None:
                 continue
-            fs.seen = {k: {tuple(d): [v[0], v[1], tuple(v[2])] for d, v in m}
-                       for k, m in saved["seen"].items()}
-            fs.unique_seen = {k: {v: s for v, s in m} for k, m in saved["unique"].items()}
             fs.pending = [(t, s, tuple(e), r) for t, s, e, r in saved["pending"]]
             heapq.heapify(fs.pending)
+
+
+def _key_text(key: tuple[Any, ...]) -> str:
+    """A dedup key or unique value as JSON text that reads back to the same typed values."""
+    return json.dumps([{"__evenflow_ts": to_micros(v)} if isinstance(v, datetime) else v
+                       for v in key], separators=(",", ":"))
+
+
+def _key_from_text(text: str) -> tuple[Any, ...]:
+    return tuple(_unwire_value(v) if isinstance(v, dict) else v for v in json.loads(text))
 
 
 def _wire_value(value: Any) -> Any:

@@ -17,7 +17,7 @@ the distinct set), so memory stays bounded by the longest window.
 ...     s.add(t, seq, t, (x,))
 >>> evaluate(s, compile_aggregates(aggs, ["x"]), H, H)
 [2, 3.0, 1800.0]
->>> s.evict(horizon=H // 2, retire=retire_plan(compile_aggregates(aggs, ["x"])))  # 0 and 30m retire
+>>> s.evict(horizon=H // 2, retire=retire_plan(compile_aggregates(aggs, ["x"])))  # the event at 0 retires
 >>> evaluate(s, compile_aggregates(aggs, ["x"]), 2 * H, 2 * H)
 [0, None, 3600.0]
 """
@@ -136,15 +136,17 @@ class KeyState:
         return True
 
     def evict(self, horizon: int, *, retire: RetirePlan | None) -> None:
-        """Retire events with ``event_time <= horizon`` that are known by ``horizon``.
+        """Retire events with ``event_time < horizon`` that were known before ``horizon``.
 
-        No query at ``t >= horizon + longest window`` can see them in a bounded window.
+        The engine passes the oldest time any future query can ask about minus the longest
+        window, so no bounded window can see them again; strictly before it, so that a
+        ``closed="left"`` query at exactly ``horizon`` still excludes events at ``horizon``.
         """
         times = self.times
-        if not times or times[0] > horizon:
+        if not times or times[0] >= horizon:
             return
-        n = bisect_right(times, horizon)
-        gone = [i for i in range(n) if self.avail[i] <= horizon]
+        n = bisect_left(times, horizon)
+        gone = [i for i in range(n) if self.avail[i] < horizon]
         if not gone:
             return
         if retire is not None:
@@ -156,7 +158,7 @@ class KeyState:
             for lst in (self.times, self.seqs, self.avail, *self.columns):
                 del lst[:n]
             return
-        stay = [i for i in range(n) if self.avail[i] > horizon]
+        stay = [i for i in range(n) if self.avail[i] >= horizon]
         for lst in (self.times, self.seqs, self.avail, *self.columns):
             lst[:n] = [lst[i] for i in stay]
 
