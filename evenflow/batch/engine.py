@@ -34,6 +34,7 @@ from evenflow.errors import DefinitionError
 from evenflow.io.readers import open_source
 from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation_sql
 from evenflow.verify.contracts import ContractResult, evaluate_contracts
+from evenflow.verify.neardup import NearDedup
 
 
 class Reporter(Protocol):
@@ -231,6 +232,10 @@ class BatchEngine:
             if isinstance(step, Dedup):
                 with self.stage(f"{fs.name}: {step.id}"):
                     duplicates += self._dedup(current, name, step, source, fs)
+            elif isinstance(step, NearDedup):
+                with self.stage(f"{fs.name}: {step.id}"):
+                    duplicates += step.apply(self.con, current, name, source=source.name,
+                                             feature_set=fs.name, event_time=source.event_time)
             else:
                 if step.training_only:
                     raise DefinitionError(f"feature set {fs.name!r}: {step.id} reads the label, so it "

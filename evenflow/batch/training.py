@@ -24,6 +24,7 @@ from evenflow.core.timeutil import format_duration, parse_duration, parse_instan
 from evenflow.errors import DefinitionError
 from evenflow.quality.validate import lit, q
 from evenflow.verify.leakage import check_training_set, record_fit_scope
+from evenflow.verify.neardup import NearDedup
 
 SPLITS = ("train", "test")
 
@@ -244,7 +245,7 @@ def _apply_steps(eng: BatchEngine, spec: TrainingSetSpec, labels: Source, t_col:
     con, current = eng.con, "__ts0"
     quarantined: dict[str, dict[str, int]] = {}
     for i, raw_step in enumerate(spec.steps):
-        if isinstance(raw_step, Dedup):
+        if isinstance(raw_step, (Dedup, NearDedup)):
             raise DefinitionError("Dedup belongs on a feature set, not on the training set",
                                   fix="move it to the feature set's steps")
         step = raw_step.bind(key=list(labels.key or []), order=[t_col, "__qid"])

@@ -808,5 +808,7 @@ class Resample(BaseModel):
 
 
 ColumnStep = Impute | Clip | Standardize | Encode | Outliers | Scale | OneHot | FrequencyEncode | TargetEncode
-StepType = Annotated[Dedup | Impute | Clip | Standardize | Encode | Outliers | Scale | OneHot
+from evenflow.verify.neardup import NearDedup  # noqa: E402  (near-duplicate text dedup)
+
+StepType = Annotated[Dedup | NearDedup | Impute | Clip | Standardize | Encode | Outliers | Scale | OneHot
                      | FrequencyEncode | TargetEncode, Field(discriminator="kind")]

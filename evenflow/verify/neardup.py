@@ -34,6 +34,7 @@ from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 import numpy as np
+import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
 from evenflow.errors import DefinitionError
@@ -478,3 +479,69 @@ def near_duplicates(texts: Sequence[Any], *, threshold: float = 0.8, shingle_siz
     else:
         edges, sims = np.empty((0, 2), dtype=np.int64), np.zeros(0)
     return NearDuplicates(n, opts.threshold, group, edges, sims, candidates=len(cand), empty=empty)
+
+
+class NearDedup(BaseModel):
+    """Feature-set step: drop records whose ``column`` text is a near-duplicate of a kept record's.
+
+    Records are visited by event time (``keep="first"``: earliest first, ties by arrival;
+    ``"last"``: latest first); a record is dropped when its text has Jaccard >= ``threshold``
+    with an already kept record, and the duplicates log points at that kept record, so the
+    accounting (input = output + quarantined + duplicates) still reconciles.
+
+    >>> NearDedup("title", threshold=0.9).id
+    'near_dedup:title'
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["near_dedup"] = "near_dedup"
+    column: str
+    threshold: float = Field(0.8, gt=0, le=1)
+    shingle: int = Field(5, ge=1)
+    unit: Unit = "char"
+    num_perm: int = Field(128, ge=2, le=1024)
+    seed: int = 1
+    keep: Literal["first", "last"] = "first"
+
+    def __init__(self, column: str | None = None, /, **data: Any) -> None:
+        if column is not None:
+            data["column"] = column
+        super().__init__(**data)
+
+    @property
+    def id(self) -> str:
+        return f"near_dedup:{self.column}"
+
+    @property
+    def learns(self) -> bool:
+        return False
+
+    def apply(self, con: Any, current: str, name: str, *, source: str, feature_set: str,
+              event_time: str | None) -> int:
+        """Batch form on DuckDB: ``name`` gets the kept rows of ``current``; returns the dropped count.
+
+        Dropped records are appended to ``__duplicates`` with the kept record's ``__seq``.
+        """
+        from evenflow.core.sqltext import ident, literal
+
+        col, et = ident(self.column), ident(event_time) if event_time else "__seq"
+        desc = " DESC" if self.keep == "last" else ""
+        rows = con.sql(f"SELECT __seq, CAST({col} AS VARCHAR) AS t FROM {ident(current)} "
+                       f"ORDER BY {et}{desc}, __seq{desc}").fetchall()
+        seqs = np.array([r[0] for r in rows], dtype=np.int64)
+        nd = near_duplicates([r[1] for r in rows], threshold=self.threshold, shingle_size=self.shingle,
+                             unit=self.unit, num_perm=self.num_perm, seed=self.seed)
+        kept_of = nd.duplicate_of()
+        dropped = np.flatnonzero(kept_of >= 0)
+        log = pa.table({"record": seqs[dropped], "kept_record": seqs[kept_of[dropped]],
+                        "text": [rows[i][1] for i in dropped.tolist()]})
+        con.register("__near_dup_log", log)
+        try:
+            con.execute(f"INSERT INTO __duplicates SELECT {literal(source)}, {literal(feature_set)}, "
+                        f"record, kept_record, {literal(self.id)}, "
+                        f"CAST(json_object({literal(self.column)}, text) AS VARCHAR) FROM __near_dup_log")
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {ident(name)} AS SELECT * FROM {ident(current)} "
+                        f"WHERE __seq NOT IN (SELECT record FROM __near_dup_log)")
+        finally:
+            con.unregister("__near_dup_log")
+        return len(dropped)
