@@ -6,7 +6,7 @@ N ?= 1000000
 SEED ?= 7
 FRAUD := examples/fraud
 
-.PHONY: demo test test-all bench bench-feast bench-serve bench-landing bench-contracts bench-stream bench-stream-venvs lint install services browser clean
+.PHONY: demo test test-all bench bench-neardup bench-feast bench-serve bench-landing bench-contracts bench-stream bench-stream-venvs lint install services browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -87,6 +87,16 @@ $(GX_VENV)/.installed:
 
 bench-contracts: install $(PANDERA_VENV)/.installed $(GX_VENV)/.installed
 	$(PY) benchmarks/contracts_bench.py $(if $(QUICK),--quick,--rows 10000000)
+
+# Near-duplicate text (MinHash LSH) against datasketch in its own virtualenv: 1M texts (QUICK=1: 100k).
+DATASKETCH_VENV := benchmarks/.venvs/datasketch
+$(DATASKETCH_VENV)/.installed:
+	$(PYTHON) -m venv $(DATASKETCH_VENV)
+	$(DATASKETCH_VENV)/bin/pip install --quiet "datasketch==2.0.0" numpy
+	touch $@
+
+bench-neardup: install $(DATASKETCH_VENV)/.installed
+	$(PY) benchmarks/neardup_bench.py $(if $(QUICK),--quick)
 
 # Stream engine in-process on the fraud card features, against River and Bytewax (each in its own
 # virtualenv) and a plain-Python loop: 1M events (QUICK=1: 100k), per-event latency, profile.
