@@ -195,6 +195,7 @@ class Service:
         self._future: asyncio.Future[int] | None = None
         self._wake: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
+        self._aredis: Any = None       # the asynchronous Redis client of the reads
         self._task: asyncio.Task[None] | None = None
         self.batch = 0
         self.next_offset = 1
@@ -271,6 +272,8 @@ class Service:
                     await self._task
         while self._events or self._qrows:
             await self._commit_once()
+        if self._aredis is not None:
+            await self._aredis.aclose()
         log.info("stopped at batch %d, offset %d", self.batch, self.next_offset - 1)
 
     # -- ingest ----------------------------------------------------------------------------------
@@ -395,26 +398,42 @@ class Service:
             out.append(typed)
         return tuple(out)
 
-    def rows(self, name: str, keys: list[tuple[Any, ...]], at: int) -> list[dict[str, Any]]:
-        """The response rows of a read: feature set, key, read time, found, features."""
+    async def rows(self, name: str, keys: list[tuple[Any, ...]], at: int) -> list[dict[str, Any]]:
+        """The response rows of a read: feature set, key, read time, found, features.
+
+        From Redis the blobs come with an asynchronous ``MGET``: the event loop serves other
+        requests during the round trip instead of blocking on it.
+        """
         from datetime import UTC, datetime
+
+        blobs = None
+        if self.read_from == "store" and isinstance(self.store, RedisStore):
+            if self._aredis is None:
+                import redis.asyncio
+
+                kw = self.store.redis.connection_pool.connection_kwargs
+                self._aredis = redis.asyncio.Redis(**{k: kw[k] for k in (
+                    "host", "port", "db", "username", "password", "path") if k in kw})
+            blobs = await self._aredis.mget([self.store._entity(state_id(name, k)) for k in keys])
 
         when = datetime.fromtimestamp(at / 1e6, UTC).isoformat().replace("+00:00", "Z")
         key_cols = self.engine.sets[name].key
         return [{"feature_set": name, "key": dict(zip(key_cols, k, strict=True)), "at": when,
                  "found": found, "features": feats}
-                for k, (feats, found) in zip(keys, self.read_many(name, keys, at), strict=True)]
+                for k, (feats, found) in zip(keys, self.read_many(name, keys, at, blobs), strict=True)]
 
-    def read_many(self, feature_set: str, keys: Sequence[tuple[Any, ...]], at: int
-                  ) -> list[tuple[dict[str, Any], bool]]:
-        """``(features, found)`` per key as of ``at`` (µs), from the engine or the online store."""
+    def read_many(self, feature_set: str, keys: Sequence[tuple[Any, ...]], at: int,
+                  blobs: Sequence[bytes | None] | None = None) -> list[tuple[dict[str, Any], bool]]:
+        """``(features, found)`` per key as of ``at`` (µs), from the engine or the online store
+        (``blobs``: the keys' state blobs, already fetched)."""
         fs = self.engine.sets[feature_set]
         if self.read_from == "engine":
             states = [fs.states.get(k) for k in keys]
         else:
             import msgpack
 
-            blobs = self.store.get_many([state_id(feature_set, k) for k in keys])
+            if blobs is None:
+                blobs = self.store.get_many([state_id(feature_set, k) for k in keys])
             states = [None if b is None else KeyState.from_wire(
                 msgpack.unpackb(b, raw=False, strict_map_key=False)) for b in blobs]
         out = []
@@ -494,7 +513,7 @@ class FastReads:
                     typed, t = self.service.parse_key(name, [key]), _read_time(at)
                 except (ValueError, EvenflowError) as exc:
                     return await _send(send, 422, {"detail": str(exc)})
-                await _send(send, 200, self.service.rows(name, [typed], t)[0])
+                await _send(send, 200, (await self.service.rows(name, [typed], t))[0])
                 self.service.metrics.reads.labels(kind="one").observe(time.perf_counter() - started)
                 return
         await self.app(scope, receive, send)
@@ -656,7 +675,7 @@ def build_app(service: Service) -> Any:
             t = at_micros(at)
         except (ValueError, EvenflowError) as exc:
             return _json({"detail": str(exc)}, 422)
-        out = rows(name, [key], t)[0]
+        out = (await rows(name, [key], t))[0]
         metrics.reads.labels(kind="one").observe(time.perf_counter() - started)
         return _json(out)
 
@@ -680,7 +699,7 @@ def build_app(service: Service) -> Any:
             t = at_micros(req.at)
         except EvenflowError as exc:
             return _json({"detail": str(exc)}, 422)
-        results = rows(req.feature_set, keys, t)
+        results = await rows(req.feature_set, keys, t)
         metrics.reads.labels(kind="many").observe(time.perf_counter() - started)
         return _json({"feature_set": req.feature_set,
                       "at": results[0]["at"] if results else None, "results": results})
