@@ -53,6 +53,8 @@ from evenflow.core.steps import (
     TargetEncode,
 )
 from evenflow.errors import DefinitionError, EvenflowError, SourceError
+from evenflow.verify.findings import Finding, FindingsError
+from evenflow.verify.neardup import NearDedup, near_duplicates
 
 sum = sum_  # noqa: A001 - the user-facing name is ef.sum
 min = min_  # noqa: A001
@@ -71,11 +73,14 @@ __all__ = [
     "Encode",
     "EvenflowError",
     "FeatureSet",
+    "Finding",
+    "FindingsError",
     "Float",
     "FrequencyEncode",
     "GroupSplit",
     "Impute",
     "Int",
+    "NearDedup",
     "OneHot",
     "Outliers",
     "Output",
@@ -105,6 +110,7 @@ __all__ = [
     "mean",
     "min",
     "monotonic",
+    "near_duplicates",
     "null_fraction",
     "row_count",
     "rule",
