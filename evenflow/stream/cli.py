@@ -16,3 +16,6 @@ def register(app: typer.Typer) -> None:
     from evenflow.stream.service import register_serve
 
     register_serve(app)
+    from evenflow.stream.backfill import register_backfill
+
+    register_backfill(app)
