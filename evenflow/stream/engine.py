@@ -40,7 +40,7 @@ from typing import Any, Literal
 from evenflow.core.features import FeatureSet
 from evenflow.core.pipeline import Pipeline
 from evenflow.core.source import Source
-from evenflow.core.steps import Artifact, Dedup
+from evenflow.core.steps import Artifact, Dedup, RecordRejected
 from evenflow.core.timeutil import parse_duration, parse_instant
 from evenflow.core.timeutil import to_micros as instant_micros
 from evenflow.errors import DefinitionError
@@ -48,6 +48,9 @@ from evenflow.stream.state import KeyState, compile_aggregates, evaluate, retire
 from evenflow.stream.validate import RecordValidator, to_micros
 
 Key = tuple[Any, ...]
+#: What a feature set does with a record it does not keep: a duplicate, or quarantine as
+#: (reason, field, step, detail).
+Rejection = str | tuple[str, str | None, str, str]
 
 
 @dataclass
@@ -131,26 +134,36 @@ class FeatureSetStream:
         # Memory entries changed since the last checkpoint, and all of them in arrival order
         # (to forget the oldest first): ("d", dedup id, key) or ("u", field, value).
         self.memory_dirty: set[tuple[str, str, Any]] = set()
+        self.step_state: dict[str, dict[str, dict[str, Any]]] = {}   # step id -> entity -> state
         self.memory_order: deque[tuple[int, str, str, Any]] = deque()
         self.pending: list[tuple[int, int, Key, dict[str, Any]]] = []
         self.cancelled: set[int] = set()
 
     # -- one record ------------------------------------------------------------------------------
     def accept(self, rec: dict[str, Any], seq: int, t: int, a: int, payload: Any,
-               result: StreamResult) -> str | None:
-        """Steps, unique checks and state update; returns a quarantine reason or ``None``."""
+               result: StreamResult) -> Rejection | None:
+        """Steps, unique checks and state update; ``"duplicate"``, a quarantine entry, or None."""
         for step, artifact in self.steps:
             if artifact is None:
                 if not self._dedup(step, rec, seq, t, payload, result):
                     return "duplicate"
+            elif step.stateful:
+                skey = step.state_key(rec, artifact)
+                memory = self.step_state.setdefault(step.id, {})
+                rec = step.transform_one(rec, artifact, state=memory.setdefault(skey, {}))
+                self.memory_dirty.add(("s", step.id, skey))
             else:
-                rec = step.transform_one(rec, artifact)
+                try:
+                    rec = step.transform_one(rec, artifact)
+                except RecordRejected as exc:
+                    return exc.reason, exc.field, exc.step, exc.message
         for name in self.unique:
             value = rec.get(name)
             if value is not None:
                 first = self.unique_seen[name].setdefault(value, [seq, t])
                 if first[0] != seq:
-                    return f"not_unique|{name}|{name}={value} already seen at record {first[0]}"
+                    return ("not_unique", name, "schema.unique",
+                            f"{name}={value} already seen at record {first[0]}")
                 self._remember("u", name, value, t)
         entity = tuple(rec.get(k) for k in self.key)
         state = self.states.get(entity)
@@ -195,6 +208,8 @@ class FeatureSetStream:
         self.memory_order.append((t, kind, name, key))
 
     def _memory(self, kind: str, name: str) -> dict[Any, Any]:
+        if kind == "s":
+            return self.step_state.setdefault(name, {})
         return self.seen.setdefault(name, {}) if kind == "d" else self.unique_seen[name]
 
     def forget(self, horizon: int) -> None:
@@ -380,12 +395,15 @@ class StreamEngine:
             return
         for fs in self.sets.values():
             outcome = fs.accept(dict(typed), seq, t, a, payload, result)
-            if outcome is not None and outcome != "duplicate":
-                reason, fld, detail = outcome.split("|", 2)
-                self._quarantine(result, seq, payload, reason, fld, "schema.unique", detail)
+            if isinstance(outcome, tuple):
+                reason, fld, step, detail = outcome
+                self._quarantine(result, seq, payload, reason, fld, step, detail)
                 break
         if self.max_time is None or t > self.max_time:
             self.max_time = t
+            if self.remember is not None:   # per record, so any micro-batch split agrees
+                for fs in self.sets.values():
+                    fs.forget(t - self.lateness - self.remember)
             if self.emit == "final":
                 for fs in self.sets.values():
                     fs.finalize(self.watermark, result)
@@ -395,8 +413,6 @@ class StreamEngine:
             return
         for fs in self.sets.values():
             fs.evict(self.watermark, self.ttl)
-            if self.remember is not None:
-                fs.forget(self.watermark - self.remember)
 
     # -- online reads ----------------------------------------------------------------------------
     def read(self, feature_set: str, key: Any, at: int | str | datetime | None = None,
@@ -455,6 +471,9 @@ class StreamEngine:
                 value = _key_from_text(text)
                 entry = msgpack.unpackb(blob, raw=False, strict_map_key=False,
                                         object_hook=_unwire_value)
+                if kind == "s":       # a stateful step's per-entity state: never forgotten by time
+                    fs._memory(kind, what)[value[0]] = entry
+                    continue
                 if kind == "d":
                     entry[2] = tuple(entry[2])
                     fs._memory(kind, what)[value] = entry
