@@ -199,10 +199,15 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
     >>> auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1]))
     0.75
     """
-    from scipy.stats import rankdata
-
     s = np.where(np.isnan(scores), -np.inf, scores)
-    ranks = rankdata(s)
+    # average ranks (1-based) with ties sharing their mean rank; NumPy only (scipy.stats is slow to import)
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_s[1:] != sorted_s[:-1]]))
+    ends = np.append(starts[1:], len(s))
+    group_rank = (starts + ends + 1) / 2.0
+    ranks = np.empty(len(s), dtype=np.float64)
+    ranks[order] = np.repeat(group_rank, ends - starts)
     pos = labels.astype(bool)
     n1, n0 = int(pos.sum()), int((~pos).sum())
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
