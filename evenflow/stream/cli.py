@@ -19,3 +19,6 @@ def register(app: typer.Typer) -> None:
     from evenflow.stream.backfill import register_backfill
 
     register_backfill(app)
+    from evenflow.stream.transform import register_transform
+
+    register_transform(app)
