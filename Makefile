@@ -6,7 +6,7 @@ N ?= 1000000
 SEED ?= 7
 FRAUD := examples/fraud
 
-.PHONY: demo test test-all bench bench-neardup bench-feast bench-serve bench-landing bench-contracts bench-stream bench-stream-venvs lint install services browser clean
+.PHONY: demo test test-all bench bench-backfill bench-neardup bench-feast bench-serve bench-landing bench-contracts bench-stream bench-stream-venvs lint install services browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ $(FEAST_VENV)/.redis-installed: $(FEAST_VENV)/.installed
 
 bench-serve: install services $(FEAST_VENV)/.redis-installed
 	$(PY) benchmarks/serve_read.py --rate 500 --seconds 30
+
+# Cold start: vectorized backfill of the online state vs replaying the history event by event.
+bench-backfill: install
+	$(PY) benchmarks/backfill_bench.py --n $(if $(QUICK),20000,100000)
 
 # Exactly-once Delta landing from a Redis Stream at a 1 s commit interval vs plain appends.
 bench-landing: install services
