@@ -431,6 +431,12 @@ def test_sigterm_flushes_and_a_restart_serves_the_same_values(pipeline_file: Pat
         assert want[0]["count_1h"] == 6
         r = httpx.post(f"{url}/v1/events", json=event("s0", 30), timeout=10)
         assert r.json()["offsets"] == [19, 19]          # the ingest numbering continues
+
+        async def burst() -> list[int]:      # more concurrent reads than Redis connections
+            async with httpx.AsyncClient(base_url=url, timeout=30) as ac:
+                replies = await asyncio.gather(*[ac.get(f"/v1/features/card/s{i % 3}") for i in range(120)])
+            return [r.status_code for r in replies]
+        assert set(asyncio.run(burst())) == {200}
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)

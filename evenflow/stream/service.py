@@ -412,8 +412,10 @@ class Service:
                 import redis.asyncio
 
                 kw = self.store.redis.connection_pool.connection_kwargs
-                self._aredis = redis.asyncio.Redis(**{k: kw[k] for k in (
-                    "host", "port", "db", "username", "password", "path") if k in kw})
+                # A burst of reads waits for one of 32 connections rather than failing.
+                pool = redis.asyncio.BlockingConnectionPool(max_connections=32, timeout=None, **{
+                    k: kw[k] for k in ("host", "port", "db", "username", "password") if k in kw})
+                self._aredis = redis.asyncio.Redis(connection_pool=pool)
             blobs = await self._aredis.mget([self.store._entity(state_id(name, k)) for k in keys])
 
         when = datetime.fromtimestamp(at / 1e6, UTC).isoformat().replace("+00:00", "Z")
