@@ -48,6 +48,9 @@ MERCHANTS = ["m1", "m2", "m3", "m4"]
 
 FAST = settings(max_examples=25, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+#: the engine-comparing tests build a DuckDB engine per example: fewer examples keep them fast
+ENGINES = settings(max_examples=15, deadline=None, database=None,
+                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 HEAVY = settings(max_examples=300, deadline=None, database=None,
                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -233,7 +236,7 @@ def _scenario(stream: dict, feats: list, steps: list, rnd: random.Random, *,
         assert not diff, f"checkpoint at record {at} changes outputs: {diff[:3]}"
 
 
-@FAST
+@ENGINES
 @given(stream=streams(), feats=feature_lists, keep=st.sampled_from(["first", "last"]),
        seed=st.integers(0, 2**16))
 def test_stream_matches_reference_and_batch(stream, feats, keep, seed):
@@ -246,7 +249,7 @@ FITTED = [ef.count(window="2h"), ef.sum("amount", window="2h"), ef.mean("amount"
           ef.last("merchant", closed="left")]
 
 
-@FAST
+@ENGINES
 @given(stream=streams(), seed=st.integers(0, 2**16))
 def test_fitted_steps_with_artifacts_match(stream, seed):
     # the steps are fitted on the events: at least one value for each fitted column
@@ -347,7 +350,7 @@ def bad_records(draw: Any) -> list[dict]:
     return out
 
 
-@settings(max_examples=30, deadline=None, database=None,
+@settings(max_examples=20, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(records=bad_records())
 def test_record_validation_agrees_with_batch_sql(records, tmp_path):
