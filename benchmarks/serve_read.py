@@ -79,7 +79,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 120) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited: {proc.args}")
+            raise SystemExit(f"server exited: {proc.args!r}")
         try:
             httpx.get(url, timeout=1)
             return
@@ -92,7 +92,7 @@ def events(n_entities: int, per_entity: int, seed: int) -> list[dict[str, Any]]:
     """Events in the last 30 minutes (so no window changes during the run), in time order."""
     rng = random.Random(seed)
     now = time.time()
-    out = []
+    out: list[dict[str, Any]] = []
     for i in range(n_entities):
         for _ in range(rng.randint(1, 2 * per_entity - 1)):
             t = now - rng.uniform(60, 1800)
