@@ -445,3 +445,15 @@ def test_sigterm_flushes_and_a_restart_serves_the_same_values(pipeline_file: Pat
         names = list(client.scan_iter(match=f"{prefix}:*"))
         if names:
             client.delete(*names)
+
+
+def test_backfill_warms_an_empty_store(pipeline_file: Path, tmp_path: Path) -> None:
+    history = tmp_path / "history.ndjson"
+    rows = [event("h1", i, 2.0) for i in range(5)]
+    history.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    pipeline = ef.Pipeline.load(pipeline_file)
+    svc = Service(pipeline, lakehouse=tmp_path / "lake", backfill=history)
+    at = ef.core.timeutil.to_micros(ef.core.timeutil.parse_instant("2026-03-01T10:10:00Z"))
+    (features, found), = svc.read_many("card", [("h1",)], at)
+    assert found and features["count_1h"] == 5 and features["sum_amount_1h"] == 10.0
+    assert {'card|["h1"]', 'card_merchant|["h1","m1"]'} <= set(svc.store.load_all())   # committed
