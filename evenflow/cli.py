@@ -192,6 +192,15 @@ def training_set(spec: Annotated[Path, typer.Argument(help="pipeline YAML with a
         console.print(summary)
         console.print(_accounting_table(card["feature_sets"]))
         console.print(_quarantine_table(card["quarantine"]))
+        if card.get("contracts"):
+            contracts = Table(title="contracts")
+            for col in ("source", "rule", "severity", "result", "observed", "bound"):
+                contracts.add_column(col)
+            for source, results in card["contracts"].items():
+                for r in results:
+                    contracts.add_row(source, r["name"], r["severity"], "pass" if r["passed"] else "FAIL",
+                                      f"{r['observed']}", f"{r['bound']}")
+            console.print(contracts)
         if card.get("checks"):
             checks = Table(title="contamination and leakage checks")
             for col in ("check", "result", "rows", "message"):
