@@ -103,3 +103,12 @@ def test_reads_expire_windows_at_read_time_and_ttl_forgets_idle_entities() -> No
     eng.process([{"id": "b", "card": "c2", "amount": 1, "ts": "2026-03-03T10:00:00Z"}])
     assert eng.read("card", "c1", at="2026-03-03T10:00:00Z")["count"] == 0   # idle > 1 day
     assert eng.read("card", "c2", at="2026-03-03T10:00:00Z")["count"] == 1
+
+
+def test_near_dedup_is_refused_on_the_stream_with_the_fix() -> None:
+    from evenflow.verify.neardup import NearDedup
+
+    p = _pipeline([], [NearDedup("id", threshold=0.8)], [ef.count(window="1h")])
+    with pytest.raises(ef.DefinitionError, match="near-duplicate") as err:
+        StreamEngine(p)
+    assert "batch" in str(err.value)

@@ -118,6 +118,12 @@ class FeatureSetStream:
             if isinstance(step, Dedup):
                 self.steps.append((step, None))
                 continue
+            if step.kind == "near_dedup":
+                raise DefinitionError(
+                    f"feature set {fs.name!r}: near-duplicate dedup ({step.id}) compares each "
+                    "record with all others, which the stream engine does not do",
+                    fix="keep NearDedup in batch pipelines (training sets, evenflow run, "
+                        "evenflow transform) and serve a feature set without it, or use Dedup on a key")
             art_key = f"{fs.name}/{step.id}"
             if art_key not in artifacts:
                 raise DefinitionError(
