@@ -134,7 +134,8 @@ class FeatureSetStream:
         self.unique = [n for n in schema_fields if n in source.schema_.fields  # type: ignore[union-attr]
                        and source.schema_.fields[n].unique]  # type: ignore[union-attr]
         self.states: dict[Key, KeyState] = {}
-        self.dirty: set[Key] = set()
+        self.dirty: set[Key] = set()        # changed since the last checkpoint
+        self.touched: set[Key] = set()      # changed since the last eviction
         self.seen: dict[str, dict[Any, list[Any]]] = {}      # dedup id -> key -> [seq, t, entity]
         self.unique_seen: dict[str, dict[Any, list[int]]] = {n: {} for n in self.unique}  # [seq, t]
         # Memory entries changed since the last checkpoint, and all of them in arrival order
@@ -177,6 +178,7 @@ class FeatureSetStream:
             state = self.states[entity] = KeyState.empty(self.columns)
         state.add(t, seq, a, [rec.get(c) for c in self.columns])
         self.dirty.add(entity)
+        self.touched.add(entity)
         if self.emit == "arrival":
             result.outputs.setdefault(self.fs.name, []).append(self.row(entity, rec, seq, t, a))
         else:
@@ -251,26 +253,28 @@ class FeatureSetStream:
                 continue
             out.append(self.row(entity, rec, seq, t, rec["__a"]))
 
-    def evict(self, watermark: int, ttl: int | None) -> None:
+    def evict(self, watermark: int) -> None:
         # Strictly before any later query time: with only unbounded windows (longest 0), an
         # event at the watermark itself must stay live, or closed="left" would count it.
         reach = max(self.longest, 1)
         horizon = watermark - reach
         if self.pending:     # an event still waiting to be emitted needs its window
             horizon = min(horizon, self.pending[0][0] - reach)
-        for entity in list(self.dirty):
+        for entity in self.touched:
             state = self.states.get(entity)
             if state is not None:
                 state.evict(horizon, retire=self.retire)
                 if self.retire is None and not state.times:
                     del self.states[entity]
-        if ttl is not None:
-            idle = watermark - ttl
-            for entity, state in list(self.states.items()):
-                latest = state.times[-1] if state.times else (state.retired.latest if state.retired else None)
-                if latest is None or latest < idle:
-                    del self.states[entity]
-                    self.dirty.add(entity)
+        self.touched.clear()
+
+    def expire(self, idle_before: int) -> None:
+        """Forget entities whose latest event is older than ``idle_before`` (the ``ttl``)."""
+        for entity, state in list(self.states.items()):
+            latest = state.times[-1] if state.times else (state.retired.latest if state.retired else None)
+            if latest is None or latest < idle_before:
+                del self.states[entity]
+                self.dirty.add(entity)
 
     def read(self, entity: Key, at: int, record: dict[str, Any] | None = None) -> dict[str, Any]:
         values = evaluate(self.states.get(entity), self.aggs, at, at)
@@ -319,6 +323,7 @@ class StreamEngine:
         self.lateness = 0 if lateness in (0, "0", "0s") else parse_duration(lateness)
         self.ttl = None if ttl is None else parse_duration(ttl)
         self.remember = None if remember is None else parse_duration(remember)
+        self.next_sweep = -(2**63)
         self.emit = emit
         self.sets = {fs.name: FeatureSetStream(fs, pipeline.key_of(fs), self.source,
                                                list(schema.fields), dict(artifacts or {}), emit)
@@ -410,6 +415,12 @@ class StreamEngine:
             if self.remember is not None:   # per record, so any micro-batch split agrees
                 for fs in self.sets.values():
                     fs.forget(t - self.lateness - self.remember)
+            # Idle entities are swept when the watermark has moved on by a sixteenth of the
+            # ttl: per record, like the memory above, so any micro-batch split agrees.
+            if self.ttl is not None and t - self.lateness >= self.next_sweep:
+                for fs in self.sets.values():
+                    fs.expire(t - self.lateness - self.ttl)
+                self.next_sweep = t - self.lateness + max(self.ttl // 16, 1)
             if self.emit == "final":
                 for fs in self.sets.values():
                     fs.finalize(self.watermark, result)
@@ -418,7 +429,7 @@ class StreamEngine:
         if self.watermark is None:
             return
         for fs in self.sets.values():
-            fs.evict(self.watermark, self.ttl)
+            fs.evict(self.watermark)
 
     # -- online reads ----------------------------------------------------------------------------
     def read(self, feature_set: str, key: Any, at: int | str | datetime | None = None,
@@ -496,6 +507,7 @@ class StreamEngine:
     def meta(self) -> bytes:
         """The engine's own state: watermark, arrival counter, counts, events awaiting emission."""
         data = {"seq": self.seq, "max_time": self.max_time, "counts": self.counts,
+                "next_sweep": self.next_sweep,
                 "sets": {name: {"pending": [[t, s, list(e), r] for t, s, e, r in fs.pending]}
                          for name, fs in self.sets.items()}}
         return _msgpack().packb(data, use_bin_type=True, default=_wire_value)
@@ -503,6 +515,7 @@ class StreamEngine:
     def load_meta(self, blob: bytes) -> None:
         data = _msgpack().unpackb(blob, raw=False, strict_map_key=False, object_hook=_unwire_value)
         self.seq, self.max_time, self.counts = data["seq"], data["max_time"], data["counts"]
+        self.next_sweep = data.get("next_sweep", self.next_sweep)
         for name, saved in data["sets"].items():
             fs = self.sets.get(name)
             if fs is None:

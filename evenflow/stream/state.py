@@ -375,8 +375,10 @@ def _aggregate(g: CompiledAggregate, state: KeyState, idx: Sequence[int], lo: in
                 values = [*values, edge]
         return pick(values) if values else None
     n = len(values) + (retired.nonnull[g.col] if retired else 0)
-    if retired is not None and retired.nonnull[g.col]:
-        return _retired_moment(agg, values, retired, g.col, n)
+    if g.window is None:
+        # Unbounded: always the exact path, so the value does not depend on which events
+        # happen to be retired yet (that depends on micro-batch boundaries).
+        return _exact_moment(agg, values, retired, g.col, n)
     if agg == "sum":
         return _sum(values)
     if agg == "mean":
@@ -402,19 +404,23 @@ def _first_last(agg: str, state: KeyState, idx: Sequence[int], lo: int, hi: int,
     return None if found is None else found[2]
 
 
-def _retired_moment(agg: str, values: list[Any], retired: Retired, col: int, n: int) -> Any:
-    """sum/mean/var/std over retired accumulators plus live values, computed exactly."""
-    exact_ints = type(retired.total[col]) is int and all(type(v) is int for v in values)
-    if agg == "sum" and exact_ints:
-        return retired.total[col] + sum(values)
-    total = Fraction(retired.total[col]) + sum((Fraction(v) for v in values), Fraction(0))
+def _exact_moment(agg: str, values: list[Any], retired: Retired | None, col: int, n: int) -> Any:
+    """sum/mean/var/std over retired accumulators plus live values, computed exactly and
+    rounded once."""
+    total_r = retired.total[col] if retired is not None else 0
+    if agg == "sum" and type(total_r) is int and all(type(v) is int for v in values):
+        return total_r + sum(values)
+    total = Fraction(total_r) + sum((Fraction(v) for v in values), Fraction(0))
     if agg == "sum":
         return float(total)
+    if n == 0:
+        return None
     mean = total / n
     if agg == "mean":
         return float(mean)
     if n < 2:
         return None
-    squares = retired.squares[col] + sum((Fraction(v) ** 2 for v in values), Fraction(0))
+    squares = (retired.squares[col] if retired is not None else 0) + \
+        sum((Fraction(v) ** 2 for v in values), Fraction(0))
     variance = (squares - total * mean) / (n - 1)
-    return float(variance) if agg == "var" else math.sqrt(float(variance))
+    return float(variance) if agg == "var" else math.sqrt(variance.numerator / variance.denominator)
