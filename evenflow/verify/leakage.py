@@ -55,9 +55,19 @@ def _skipped(check: str, why: str) -> Finding:
     return Finding(check, "info", True, f"skipped: {why}")
 
 
+_DB: duckdb.DuckDBPyConnection | None = None
+
+
 def _sql(table: pa.Table, sql: str) -> pa.Table:
-    """Run ``sql`` over ``table`` (named ``t``) on a private in-memory DuckDB."""
-    con = duckdb.connect()
+    """Run ``sql`` over ``table`` (named ``t``) on a private in-memory DuckDB.
+
+    One database per process, a cursor per call: opening a database costs tens of
+    milliseconds, which every small build would otherwise pay several times.
+    """
+    global _DB
+    if _DB is None:
+        _DB = duckdb.connect()
+    con = _DB.cursor()
     try:
         con.register("t", table)
         return con.sql(sql).to_arrow_table()
