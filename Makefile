@@ -34,7 +34,8 @@ services:
 
 # Headless Chromium and its driver for the dataset-report test (Debian packages; CI runs as root).
 browser:
-	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium chromium-driver)
+	@(command -v chromium && command -v chromedriver) >/dev/null || \
+	  (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver)
 
 test: install services browser
 	$(PY) -m pytest -m "not slow"
