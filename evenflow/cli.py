@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -64,10 +65,11 @@ def _progress() -> Iterator[RichReporter]:
 
 
 def _fail(exc: EvenflowError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message if not _where(exc) else _where(exc)}",
+    # the message is the user's data and our words, not Rich markup: `accept: [name]` must print
+    err_console.print(f"[bold red]error:[/] {escape(exc.message if not _where(exc) else _where(exc))}",
                       highlight=False)
     if exc.fix:
-        err_console.print(f"  [bold]fix:[/] {exc.fix}", highlight=False)
+        err_console.print(f"  [bold]fix:[/] {escape(exc.fix)}", highlight=False)
     raise typer.Exit(2)
 
 

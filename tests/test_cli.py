@@ -220,3 +220,15 @@ def test_training_set_to_postgres_warehouse(project: Path, tmp_path: Path, pg_ds
     assert n == parquet.num_rows > 0
     card = json.loads((tmp_path / "out" / f"{pg_schema}.fraud_v1" / "card.json").read_text())
     assert splits == card["rows"]
+
+
+def test_error_text_with_brackets_prints_verbatim(capsys) -> None:
+    import typer
+
+    from evenflow.cli import _fail
+    from evenflow.errors import EvenflowError
+
+    with pytest.raises(typer.Exit):
+        _fail(EvenflowError("check [x] failed", fix="accept: [duplicate_rows_across_splits]"))
+    err = capsys.readouterr().err
+    assert "check [x] failed" in err and "accept: [duplicate_rows_across_splits]" in err

@@ -70,6 +70,20 @@ def test_duplicate_rows_found_entirely_and_not_on_clean_data() -> None:
     assert L.duplicate_rows_across_splits(_set(dirty, "y", y2), ["x1", "x2", "y"]).passed
 
 
+def test_a_chance_repeat_in_a_tiny_share_of_test_rows_is_a_warning_with_its_rows() -> None:
+    t = _table(n=6000, seed=3)
+    split = t.column("split").to_pylist()
+    train = next(i for i, s in enumerate(split) if s == "train")
+    test = next(i for i, s in enumerate(split) if s == "test")
+    cols = {c: t.column(c).to_pylist() for c in ("x1", "x2", "y")}
+    for c in cols:
+        cols[c][test] = cols[c][train]
+    dirty = _set(_set(_set(t, "x1", cols["x1"]), "x2", cols["x2"]), "y", cols["y"])
+    f = L.duplicate_rows_across_splits(dirty, ["x1", "x2", "y"])
+    assert not f.passed and f.severity == "warn" and f.rows == [test]
+    assert "at most 0.1%" in f.message
+
+
 def test_rows_without_history_are_not_counted_as_duplicates() -> None:
     t = _table(n=50)
     zero = [0.0 if i % 5 == 0 else v for i, v in enumerate(t.column("x1").to_pylist())]
