@@ -303,6 +303,19 @@ def _pending(run: Run) -> int:
         return 0
 
 
+def _entries_read(run: Run) -> int:
+    """How many stream entries the group has delivered so far (Redis 7 ``entries-read``)."""
+    try:
+        groups = run.r.xinfo_groups(run.stream)
+    except redis.ResponseError:       # no stream or group yet
+        return 0
+    for g in groups:
+        name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
+        if name == "g":
+            return int(g.get("entries-read") or 0)
+    return 0
+
+
 def _restart_until_drained(run: Run, *, kill_after: list[float], crash: list[str]) -> int:
     """Run, killing each attempt (external ``kill -9`` after a delay, or an injected point),
     then run once more to the end. Returns the number of kills that hit a live process."""
@@ -312,8 +325,15 @@ def _restart_until_drained(run: Run, *, kill_after: list[float], crash: list[str
             done = run.run(crash[attempt])
             kills += done.returncode == -signal.SIGKILL
             continue
+        before = _entries_read(run)
         proc = subprocess.Popen(run.runner_cmd("--idle-exit", "0.5"), cwd=ROOT,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # The delay counts from when this attempt starts reading new entries, not from its
+        # start-up (imports take seconds on a loaded machine), so a kill lands mid-stream
+        # however fast the runner is.
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and _entries_read(run) <= before and time.monotonic() < deadline:
+            time.sleep(0.02)
         time.sleep(kill_after[attempt - len(crash)])
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
@@ -331,7 +351,7 @@ def test_repeated_crashes_and_external_kill9(make_run, reference):
     run = make_run()
     kills = _restart_until_drained(
         run, crash=["mid_commit:2", "after_commit_before_ack:3", "between_sinks:4", "mid_batch:5"],
-        kill_after=[rng.uniform(1.2, 2.5) for _ in range(4)])
+        kill_after=[rng.uniform(0.05, 0.3) for _ in range(4)])
     assert kills >= 5
     check_exactly_once(run, reference)
 
@@ -351,7 +371,7 @@ def test_external_kill9_on_a_larger_stream(r, pipeline_file, tmp_path):
                         app_id=clean.app_id)
         runner.run(idle_exit_s=0.5)
         kills = _restart_until_drained(crashed, crash=[],
-                                       kill_after=[rng.uniform(1.5, 4.0) for _ in range(6)])
+                                       kill_after=[rng.uniform(0.05, 0.5) for _ in range(6)])
         assert kills >= 4
         ref = {"quarantine": {clean.ids.index(q["offset"]): q["reason"]
                               for q in clean.quarantine.read().to_pylist()}}
