@@ -53,6 +53,7 @@ from evenflow.core.steps import (
     TargetEncode,
 )
 from evenflow.errors import DefinitionError, EvenflowError, SourceError
+from evenflow.stream.engine import StreamEngine
 from evenflow.verify.findings import Finding, FindingsError
 from evenflow.verify.neardup import NearDedup, near_duplicates
 
@@ -91,6 +92,7 @@ __all__ = [
     "Schema",
     "SourceError",
     "Standardize",
+    "StreamEngine",
     "String",
     "TargetEncode",
     "TimeSplit",
