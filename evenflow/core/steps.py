@@ -55,6 +55,12 @@ class _Step(BaseModel):
     kind: str
     column: str
 
+    # Every step takes its column positionally: ``Clip("amount", q=(0, 0.99))``.
+    def __init__(self, column: str | None = None, /, **data: Any) -> None:
+        if column is not None:
+            data["column"] = column
+        super().__init__(**data)
+
     @property
     def id(self) -> str:
         return f"{self.kind}:{self.column}"
@@ -306,11 +312,6 @@ class Clip(_Step):
     upper: float | None = None
     q: tuple[float, float] | None = None
 
-    def __init__(self, column: str | None = None, /, **data: Any) -> None:
-        if column is not None:
-            data["column"] = column
-        super().__init__(**data)
-
     @model_validator(mode="after")
     def _check(self) -> Clip:
         if self.q is None and self.lower is None and self.upper is None:
@@ -358,11 +359,6 @@ class Standardize(_Step):
 
     kind: Literal["standardize"] = "standardize"
 
-    def __init__(self, column: str | None = None, /, **data: Any) -> None:
-        if column is not None:
-            data["column"] = column
-        super().__init__(**data)
-
     def fit(self, table: pa.Table) -> Artifact:
         values = [float(v) for v in _values(table, self.column)]
         if not values:
@@ -393,11 +389,6 @@ class Encode(_Step):
     kind: Literal["encode"] = "encode"
     min_count: int = 1
     max_categories: int | None = None
-
-    def __init__(self, column: str | None = None, /, **data: Any) -> None:
-        if column is not None:
-            data["column"] = column
-        super().__init__(**data)
 
     def fit(self, table: pa.Table) -> Artifact:
         counts = Counter(_text(v) for v in _values(table, self.column))
@@ -482,11 +473,6 @@ class Outliers(_Step):
     k: float | None = None
     q: tuple[float, float] = (0.01, 0.99)
     action: Literal["flag", "clip", "quarantine"] = "flag"
-
-    def __init__(self, column: str | None = None, /, **data: Any) -> None:
-        if column is not None:
-            data["column"] = column
-        super().__init__(**data)
 
     @model_validator(mode="after")
     def _check(self) -> Outliers:
@@ -585,11 +571,6 @@ class Scale(_Step):
     kind: Literal["scale"] = "scale"
     method: Literal["standard", "minmax", "robust", "log1p"] = "standard"
 
-    def __init__(self, column: str | None = None, /, **data: Any) -> None:
-        if column is not None:
-            data["column"] = column
-        super().__init__(**data)
-
     @property
     def learns(self) -> bool:
         return self.method != "log1p"
@@ -647,11 +628,6 @@ class OneHot(_Step):
     max_categories: int = 20
     min_count: int = 1
 
-    def __init__(self, column: str | None = None, /, **data: Any) -> None:
-        if column is not None:
-            data["column"] = column
-        super().__init__(**data)
-
     @property
     def output(self) -> str:
         return f"{self.column}=other"
@@ -690,11 +666,6 @@ class FrequencyEncode(_Step):
 
     kind: Literal["frequency"] = "frequency"
 
-    def __init__(self, column: str | None = None, /, **data: Any) -> None:
-        if column is not None:
-            data["column"] = column
-        super().__init__(**data)
-
     def fit(self, table: pa.Table) -> Artifact:
         counts = Counter(_text(v) for v in _values(table, self.column))
         n = sum(counts.values())
@@ -726,11 +697,6 @@ class TargetEncode(_Step):
     folds: int = Field(default=5, ge=2)
     smoothing: float = Field(default=10.0, ge=0)
     seed: int = 0
-
-    def __init__(self, column: str | None = None, /, **data: Any) -> None:
-        if column is not None:
-            data["column"] = column
-        super().__init__(**data)
 
     @property
     def fit_columns(self) -> list[str]:
