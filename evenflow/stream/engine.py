@@ -464,8 +464,7 @@ class StreamEngine:
         for name, fs in self.sets.items():
             for entity in fs.dirty:
                 state = fs.states.get(entity)
-                out[state_id(name, entity)] = None if state is None else \
-                    msgpack.packb(state.to_wire(), use_bin_type=True)
+                out[state_id(name, entity)] = None if state is None else state.to_blob()
             fs.dirty.clear()
             for kind, what, key in fs.memory_dirty:
                 entry = fs._memory(kind, what).get(key)
@@ -499,8 +498,7 @@ class StreamEngine:
                     value = value[0]
                 fs.memory_order.append((entry[1], kind, what, value))
                 continue
-            fs.states[tuple(json.loads(key))] = \
-                KeyState.from_wire(msgpack.unpackb(blob, raw=False, strict_map_key=False))
+            fs.states[tuple(json.loads(key))] = KeyState.from_blob(blob)
         for fs in self.sets.values():
             fs.memory_order = deque(sorted(fs.memory_order, key=lambda m: m[0]))
 

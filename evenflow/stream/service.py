@@ -434,12 +434,9 @@ class Service:
         if self.read_from == "engine":
             states = [fs.states.get(k) for k in keys]
         else:
-            import msgpack
-
             if blobs is None:
                 blobs = self.store.get_many([state_id(feature_set, k) for k in keys])
-            states = [None if b is None else KeyState.from_wire(
-                msgpack.unpackb(b, raw=False, strict_map_key=False)) for b in blobs]
+            states = [None if b is None else KeyState.from_blob(b) for b in blobs]
         out = []
         for key, state in zip(keys, states, strict=True):
             row = dict(zip(fs.names, evaluate(state, fs.aggs, at, at), strict=True))

@@ -176,6 +176,19 @@ class KeyState:
             [None if f is None else list(f) for f in r.last], [sorted(s, key=repr) for s in r.seen]]
         return [self.times, self.seqs, self.avail, self.columns, self.late_known, retired]
 
+    def to_blob(self) -> bytes:
+        """The state as the online store keeps it (msgpack of :meth:`to_wire`)."""
+        import msgpack
+
+        return msgpack.packb(self.to_wire(), use_bin_type=True)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_blob(cls, blob: bytes) -> KeyState:
+        """A state read back from the online store."""
+        import msgpack
+
+        return cls.from_wire(msgpack.unpackb(blob, raw=False, strict_map_key=False))
+
     @classmethod
     def from_wire(cls, data: list[Any]) -> KeyState:
         times, seqs, avail, columns, late_known, retired = data
