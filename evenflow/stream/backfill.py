@@ -225,16 +225,14 @@ def _load_memory(batch: Any, fss: Any, ev: Any, et: str, where: str) -> None:
         memory = fss.seen.setdefault(step.id, {})
         for row in _rows(con, sql):
             dkey, seq, t, entity = row[:n], int(row[n]), int(row[n + 1]), row[n + 2:n + 2 + w]
-            memory[dkey] = [seq, t, entity]
-            if hasattr(fss, "_remember"):
-                fss._remember("d", step.id, dkey, t)
+            memory[dkey] = (seq, t, tuple(entity))
+            fss._remember("d", step.id, dkey, t)
     for name in fss.unique:
         sql = (f"SELECT {q(name)}, min(__seq), arg_min(epoch_us({et}), __seq) FROM {q(ev.table)}{where} "
                f"{'AND' if where else 'WHERE'} {q(name)} IS NOT NULL GROUP BY 1")
         for value, seq, t in _rows(con, sql):
-            fss.unique_seen[name][value] = [int(seq), int(t)] if hasattr(fss, "memory_order") else int(seq)
-            if hasattr(fss, "_remember"):
-                fss._remember("u", name, value, int(t))
+            fss.unique_seen[name][value] = (int(seq), int(t))
+            fss._remember("u", name, value, int(t))
 
 
 def _rows(con: Any, sql: str) -> list[tuple[Any, ...]]:

@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from evenflow.core.features import FeatureSet
 from evenflow.core.pipeline import Pipeline
@@ -46,6 +46,9 @@ from evenflow.core.timeutil import to_micros as instant_micros
 from evenflow.errors import DefinitionError
 from evenflow.stream.state import KeyState, compile_aggregates, evaluate, retire_plan
 from evenflow.stream.validate import RecordValidator, to_micros
+
+if TYPE_CHECKING:
+    from evenflow.stream.vector import BatchResult
 
 Key = tuple[Any, ...]
 #: What a feature set does with a record it does not keep: a duplicate, or quarantine as
@@ -136,13 +139,17 @@ class FeatureSetStream:
         self.states: dict[Key, KeyState] = {}
         self.dirty: set[Key] = set()        # changed since the last checkpoint
         self.touched: set[Key] = set()      # changed since the last eviction
-        self.seen: dict[str, dict[Any, list[Any]]] = {}      # dedup id -> key -> [seq, t, entity]
-        self.unique_seen: dict[str, dict[Any, list[int]]] = {n: {} for n in self.unique}  # [seq, t]
+        self.seen: dict[str, dict[Any, tuple[Any, ...]]] = {}   # dedup id -> key -> (seq, t, entity)
+        # Memory entries are tuples: (seq, t) per unique value, (seq, t, entity) per dedup key.
+        # Tuples of atoms leave the garbage collector's tracking; lists would stay tracked.
+        self.unique_seen: dict[str, dict[Any, tuple[int, int]]] = {n: {} for n in self.unique}
         # Memory entries changed since the last checkpoint, and all of them in arrival order
         # (to forget the oldest first): ("d", dedup id, key) or ("u", field, value).
         self.memory_dirty: set[tuple[str, str, Any]] = set()
         self.step_state: dict[str, dict[str, dict[str, Any]]] = {}   # step id -> entity -> state
         self.memory_order: deque[tuple[int, str, str, Any]] = deque()
+        self.forgets = False     # memory_order is kept only when the engine has remember=
+
         self.pending: list[tuple[int, int, Key, dict[str, Any]]] = []
         self.cancelled: set[int] = set()
 
@@ -167,7 +174,7 @@ class FeatureSetStream:
         for name in self.unique:
             value = rec.get(name)
             if value is not None:
-                first = self.unique_seen[name].setdefault(value, [seq, t])
+                first = self.unique_seen[name].setdefault(value, (seq, t))
                 if first[0] != seq:
                     return ("not_unique", name, "schema.unique",
                             f"{name}={value} already seen at record {first[0]}")
@@ -192,7 +199,7 @@ class FeatureSetStream:
         memory = self.seen.setdefault(step.id, {})
         kept = memory.get(dkey)
         if kept is None:
-            memory[dkey] = [seq, t, tuple(rec.get(k) for k in self.key)]
+            memory[dkey] = (seq, t, tuple(rec.get(k) for k in self.key))
             self._remember("d", step.id, dkey, t)
             return True
         if step.keep == "first":
@@ -207,13 +214,14 @@ class FeatureSetStream:
         self.cancelled.add(old_seq)
         result.duplicates.append({"feature_set": self.fs.name, "seq": old_seq, "kept": seq,
                                   "step": step.id, "payload": None})
-        memory[dkey] = [seq, t, tuple(rec.get(k) for k in self.key)]
+        memory[dkey] = (seq, t, tuple(rec.get(k) for k in self.key))
         self._remember("d", step.id, dkey, t)
         return True
 
     def _remember(self, kind: str, name: str, key: Any, t: int) -> None:
         self.memory_dirty.add((kind, name, key))
-        self.memory_order.append((t, kind, name, key))
+        if self.forgets:
+            self.memory_order.append((t, kind, name, key))
 
     def _memory(self, kind: str, name: str) -> dict[Any, Any]:
         if kind == "s":
@@ -328,6 +336,8 @@ class StreamEngine:
         self.sets = {fs.name: FeatureSetStream(fs, pipeline.key_of(fs), self.source,
                                                list(schema.fields), dict(artifacts or {}), emit)
                      for fs in chosen}
+        for fs_stream in self.sets.values():
+            fs_stream.forgets = self.remember is not None
         self.seq = 0
         self.max_time: int | None = None
         self.counts = {"records": 0, "quarantined": 0}
@@ -354,6 +364,19 @@ class StreamEngine:
                 self._one(record, result, seq)
         self._end_batch(result)
         return result
+
+    def process_batch(self, records: Sequence[dict[str, Any] | str | bytes], *,
+                      seqs: Sequence[int] | None = None) -> BatchResult:
+        """Process one micro-batch with NumPy: the vectorized path (``evenflow/stream/vector.py``).
+
+        The same records are kept, quarantined and deduplicated as by :meth:`process` with
+        ``emit="arrival"``, and the same state is updated; each feature set's output is a
+        ``pyarrow.Table``. Counts, first/last and min/max are identical; sums, means and
+        variances agree within ``docs/semantics.md`` §11. Configurations the fast path does not
+        cover take :meth:`process` (see the module).
+        """
+        from evenflow.stream.vector import process_batch
+        return process_batch(self, records, seqs)
 
     def process_one(self, record: dict[str, Any] | str | bytes) -> StreamResult:
         """Process one record: the same as a micro-batch of one."""
@@ -491,12 +514,14 @@ class StreamEngine:
                     fs._memory(kind, what)[value[0]] = entry
                     continue
                 if kind == "d":
-                    entry[2] = tuple(entry[2])
+                    entry = (entry[0], entry[1], tuple(entry[2]))
                     fs._memory(kind, what)[value] = entry
                 else:
+                    entry = tuple(entry)
                     fs._memory(kind, what)[value[0]] = entry
                     value = value[0]
-                fs.memory_order.append((entry[1], kind, what, value))
+                if fs.forgets:
+                    fs.memory_order.append((entry[1], kind, what, value))
                 continue
             fs.states[tuple(json.loads(key))] = KeyState.from_blob(blob)
         for fs in self.sets.values():

@@ -146,14 +146,22 @@ class KeyState:
         if not times or times[0] >= horizon:
             return
         n = bisect_left(times, horizon)
-        gone = [i for i in range(n) if self.avail[i] < horizon]
+        # Every event is known at its event time unless some became available later.
+        gone: Sequence[int] = range(n) if not self.late_known else \
+            [i for i in range(n) if self.avail[i] < horizon]
         if not gone:
             return
         if retire is not None:
             if self.retired is None:
                 self.retired = Retired.empty(len(self.columns))
-            for i in gone:
-                self.retired.add(times[i], self.seqs[i], [c[i] for c in self.columns], retire)
+            r = self.retired
+            if retire.columns:
+                for i in gone:
+                    r.add(times[i], self.seqs[i], [c[i] for c in self.columns], retire)
+            else:       # only counts and the latest time are kept
+                r.events += len(gone)
+                newest = times[gone[-1]]
+                r.latest = newest if r.latest is None else max(r.latest, newest)
         if len(gone) == n:
             for lst in (self.times, self.seqs, self.avail, *self.columns):
                 del lst[:n]
