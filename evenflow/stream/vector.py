@@ -37,11 +37,13 @@ from __future__ import annotations
 
 import ast
 import gc
+import itertools
+import operator
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -75,6 +77,10 @@ class Col:
     data: Any
     null: np.ndarray | None = None
 
+    def __post_init__(self) -> None:
+        if self.kind == "obj" and not isinstance(self.data, np.ndarray):
+            self.data = _objects(self.data)
+
     @classmethod
     def of_values(cls, values: list[Any]) -> Col:
         """A column from Python values (None = null), typed when every value has one type."""
@@ -93,14 +99,14 @@ class Col:
 
     def take(self, idx: np.ndarray) -> Col:
         if self.kind == "obj":
-            return Col("obj", [self.data[i] for i in idx.tolist()])
+            return Col("obj", self.data[idx])
         assert self.null is not None
         return Col(self.kind, self.data[idx], self.null[idx])
 
     def values(self) -> list[Any]:
         """Python values, None for nulls (timestamps as aware datetimes)."""
         if self.kind == "obj":
-            return list(self.data)
+            return self.data.tolist()  # type: ignore[no-any-return]
         assert self.null is not None
         if self.kind == "ts":
             out: list[Any] = [_EPOCH + timedelta(microseconds=m) for m in self.data.tolist()]
@@ -113,7 +119,7 @@ class Col:
     def nulls(self) -> np.ndarray:
         if self.null is not None:
             return self.null
-        return np.fromiter((v is None for v in self.data), bool, len(self.data))
+        return _is_none(self.data)
 
     def arrow(self) -> pa.Array:
         if self.kind == "obj":
@@ -124,6 +130,16 @@ class Col:
         if self.kind == "ts":
             return pa.array(self.data, type=_TS, mask=mask)
         return pa.array(self.data, mask=mask)
+
+
+def _is_none(objects: np.ndarray) -> np.ndarray:
+    """Which elements of an object array are None."""
+    return np.asarray(objects == None)  # noqa: E711 - elementwise, not an identity test
+
+
+def _objects(values: Any) -> np.ndarray:
+    """A 1-d object array of ``values`` (tuples stay elements, not rows)."""
+    return np.fromiter(values, object, len(values))
 
 
 def _set_value(col: Col, i: int, value: Any) -> None:
@@ -153,7 +169,7 @@ _DIGITS = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18]
 _MONTH_DAYS = np.array([0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31])
 
 
-def parse_timestamps(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     """``YYYY-MM-DD[T ]HH:MM:SS[.fff|.ffffff](Z|±HH:MM)`` text as UTC µs, and which parsed.
 
     Anything else (another form, a naive value, a datetime object) is left to the per-record
@@ -216,6 +232,18 @@ def parse_timestamps(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return micros, ok
 
 
+def _transpose(records: list[dict[str, Any]], fields: list[Any]) -> list[Sequence[Any]]:
+    """One sequence of raw values per field (None where a record lacks the field)."""
+    names = [f[0] for f in fields]
+    if not records or not names:
+        return [[None] * len(records) for _ in names]
+    try:
+        rows = list(map(operator.itemgetter(*names), records))
+    except KeyError:
+        return [[r.get(name) for r in records] for name in names]
+    return [rows] if len(names) == 1 else list(zip(*rows, strict=True))
+
+
 def validate(engine: StreamEngine, records: list[dict[str, Any]]) -> tuple[dict[str, Col], np.ndarray,
                                                                              dict[int, tuple[str, str, str]]]:
     """Typed columns, which records are valid, and the failure of each invalid one."""
@@ -223,10 +251,12 @@ def validate(engine: StreamEngine, records: list[dict[str, Any]]) -> tuple[dict[
     schema = engine.validator.schema
     suspect = np.zeros(n, bool)
     cols: dict[str, Col] = {}
-    for name, kind, nullable, _convert, _checks in engine.validator._fields:
+    fields = engine.validator._fields
+    for (name, kind, nullable, _convert, _checks), raw in zip(fields, _transpose(records, fields),
+                                                             strict=True):
         spec = schema.fields[name]
-        raw = [r.get(name) for r in records]
-        null = np.fromiter((v is None for v in raw), bool, n)
+        objects = _objects(raw)
+        null = _is_none(objects)
         if not nullable:
             suspect |= null
         types = set(map(type, raw))
@@ -257,7 +287,7 @@ def validate(engine: StreamEngine, records: list[dict[str, Any]]) -> tuple[dict[
         else:
             bad = np.fromiter((v is not None and type(v) is not str for v in raw), bool, n) \
                 if types - {str, type(None)} else np.zeros(n, bool)
-            col = Col("obj", raw)
+            col = Col("obj", objects)
         if kind in ("float", "int"):
             values = col.data
             for op, test in (("ge", np.less), ("gt", np.less_equal), ("le", np.greater),
@@ -267,7 +297,9 @@ def validate(engine: StreamEngine, records: list[dict[str, Any]]) -> tuple[dict[
                     bad |= test(values, bound) & ~null
         if spec.allowed:
             allowed = set(spec.allowed)
-            bad |= np.fromiter((v is not None and v not in allowed for v in raw), bool, n)
+            atoms = (str, int, float, bool)
+            bad |= np.fromiter((v is not None and (type(v) not in atoms or v not in allowed)
+                                for v in raw), bool, n)
         regex = getattr(spec, "regex", None)
         if regex:
             fullmatch = re.compile(regex).fullmatch
@@ -303,28 +335,19 @@ class _Gathered:
 
 
 def _gather(fs: FeatureSetStream, entities: list[tuple[Any, ...]], codes: np.ndarray,
-            t_sorted: np.ndarray, seq_sorted: np.ndarray, batch_cols: list[Col]) -> _Gathered:
+            t_sorted: np.ndarray, seq_sorted: np.ndarray, a_sorted: np.ndarray,
+            batch_cols: list[Col]) -> _Gathered:
     k = len(entities)
     nb = np.bincount(codes, minlength=k)
-    state_times: list[int] = []
-    state_cols: list[list[Any]] = [[] for _ in fs.columns]
-    ns = np.zeros(k, np.int64)
-    last_t = np.full(k, -(2**62), np.int64)
-    last_s = np.full(k, -(2**62), np.int64)
-    retired: list[Any] = []
-    for i, entity in enumerate(entities):
-        state = fs.states.get(entity)
-        if state is None or not state.times:
-            retired.append(None if state is None else state.retired)
-            continue
-        if state.late_known:
-            raise _Fallback
-        retired.append(state.retired)
-        ns[i] = len(state.times)
-        last_t[i], last_s[i] = state.times[-1], state.seqs[-1]
-        state_times.extend(state.times)
-        for lst, col in zip(state_cols, state.columns, strict=True):
-            lst.extend(col)
+    held = [fs.states.get(e) for e in entities]
+    empty = KeyState.empty(fs.columns)
+    states = [empty if st is None else st for st in held]
+    if any(st.late_known for st in states):
+        raise _Fallback
+    chain = itertools.chain.from_iterable
+    ns = np.fromiter((len(st.times) for st in states), np.int64, k)
+    last_t = np.fromiter((st.times[-1] if st.times else -(2**62) for st in states), np.int64, k)
+    last_s = np.fromiter((st.seqs[-1] if st.seqs else -(2**62) for st in states), np.int64, k)
     # Each entity's batch events must come after its state, in (event_time, seq) order.
     starts = np.cumsum(nb) - nb
     prev_t = np.empty_like(t_sorted)
@@ -339,12 +362,21 @@ def _gather(fs: FeatureSetStream, entities: list[tuple[Any, ...]], codes: np.nda
     s_pos = np.repeat(base, ns) + (np.arange(n_state) - np.repeat(np.cumsum(ns) - ns, ns))
     b_pos = np.repeat(base + ns, nb) + (np.arange(n_batch) - np.repeat(starts, nb))
     total = n_state + n_batch
-    times = np.empty(total, np.int64)
-    times[s_pos] = np.array(state_times, np.int64)
-    times[b_pos] = t_sorted
-    columns = [_merge(lst, bcol, s_pos, b_pos, total)
-               for lst, bcol in zip(state_cols, batch_cols, strict=True)]
-    return _Gathered(times, np.repeat(base, nb), b_pos, columns, retired, codes)
+
+    def combined(held_values: Any, batch: np.ndarray) -> np.ndarray:
+        out = np.empty(total, np.int64)
+        out[s_pos] = np.fromiter(held_values, np.int64, n_state)
+        out[b_pos] = batch
+        return out
+
+    times = combined(chain(st.times for st in states), t_sorted)
+    seqs = combined(chain(st.seqs for st in states), seq_sorted)
+    avail = combined(chain(st.avail for st in states), a_sorted)
+    columns = [_merge(list(chain(st.columns[c] for st in states)), bcol, s_pos, b_pos, total)
+               for c, bcol in enumerate(batch_cols)]
+    g = _Gathered(times, np.repeat(base, nb), b_pos, columns, [st.retired for st in states], codes)
+    g.cache["state"] = (held, seqs, avail, base, tot)
+    return g
 
 
 def _merge(state: list[Any], batch: Col, s_pos: np.ndarray, b_pos: np.ndarray, total: int) -> Col:
@@ -353,11 +385,9 @@ def _merge(state: list[Any], batch: Col, s_pos: np.ndarray, b_pos: np.ndarray, t
     kinds = {batch.kind} if held is None else {batch.kind, held.kind}
     kind = kinds.pop() if len(kinds) == 1 else ("float" if kinds <= {"int", "float"} else "obj")
     if kind == "obj":
-        data: list[Any] = [None] * total
-        for p, v in zip(s_pos.tolist(), state, strict=True):
-            data[p] = v
-        for p, v in zip(b_pos.tolist(), batch.values(), strict=True):
-            data[p] = v
+        data = np.empty(total, object)
+        data[s_pos] = _objects(state)
+        data[b_pos] = _objects(batch.values())
         return Col("obj", data)
     for part in (batch, held):
         if kind == "float" and part is not None and np.isnan(part.data[~part.nulls()]).any():
@@ -377,21 +407,18 @@ def _bounds(g: _Gathered, window: int | None, right: bool) -> tuple[np.ndarray, 
         return g.cache[key]  # type: ignore[no-any-return]
     times, pos = g.times, g.pos
     t = times[pos]
-    if right:
-        hi = pos + 1
-    else:
-        hi = _search(g, t, "left")
+    hi = pos + 1 if right else _search(g, t, "left")
     lo = g.seg_start if window is None else np.minimum(_search(g, t - window, "right"), hi)
     g.cache[key] = (lo, hi)
     return lo, hi
 
 
-def _search(g: _Gathered, values: np.ndarray, side: str) -> np.ndarray:
+def _search(g: _Gathered, values: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
     """``bisect`` of each batch event's value among its own entity's times."""
     keys, seg, low, span = _segment_keys(g)
     mine = seg[g.pos]
     query = mine * span + np.clip(values - low, 0, span - 1)
-    return np.searchsorted(keys, query, side=side)  # type: ignore[no-any-return]
+    return np.searchsorted(keys, query, side=side)  # type: ignore[call-overload,no-any-return]
 
 
 def _segment_keys(g: _Gathered) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -506,7 +533,9 @@ def _aggregate(g: _Gathered, agg: Any, lo: np.ndarray, hi: np.ndarray) -> Col:
 
 def _pick(col: Col, at: np.ndarray, null: np.ndarray) -> Col:
     if col.kind == "obj":
-        return Col("obj", [None if z else col.data[i] for i, z in zip(at.tolist(), null.tolist(), strict=True)])
+        picked = col.data[at]
+        picked[null] = None
+        return Col("obj", picked)
     return Col(col.kind, col.data[at], null | col.nulls()[at])
 
 
@@ -515,9 +544,13 @@ def _codes(g: _Gathered, c: int) -> np.ndarray:
     if key not in g.cache:
         col = g.columns[c]
         if col.kind == "obj":
-            index: dict[Any, int] = {}
-            g.cache[key] = np.fromiter((index.setdefault(v, len(index)) for v in col.data), np.int64,
-                                       len(col.data))
+            try:      # text: Arrow's hash table (nulls are never looked up)
+                codes = pa.array(col.data, pa.string()).dictionary_encode().indices
+                g.cache[key] = np.asarray(codes.fill_null(0), np.int64)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                index: dict[Any, int] = {}
+                g.cache[key] = np.fromiter((index.setdefault(v, len(index)) for v in col.data),
+                                           np.int64, len(col.data))
         else:
             g.cache[key] = np.unique(col.data, return_inverse=True)[1].astype(np.int64)
     return g.cache[key]  # type: ignore[no-any-return]
@@ -655,6 +688,9 @@ class BatchResult:
     duplicates: list[dict[str, Any]]
     records: int
     fast: bool = True      # False when the whole batch took the per-record path
+    #: per feature set: "vectorized", or "per-event" when its aggregates were evaluated event by
+    #: event (out-of-order entity, late-known events, NaN, retired moments)
+    aggregates: dict[str, str] = field(default_factory=dict)
 
     def rows(self, feature_set: str) -> list[dict[str, Any]]:
         """One feature set's output as ``process`` gives it: a list of dicts."""
@@ -745,9 +781,9 @@ def _process_batch(engine: StreamEngine, records: Sequence[dict[str, Any] | str 
     cols, valid, bad = validate(engine, dicts)
     for i in failures:
         valid[i] = False
-    for i, (reason, fld, detail) in bad.items():
+    for i, (why, where, detail) in bad.items():
         if i not in failures:
-            failures[i] = (reason, fld, "schema", detail)
+            failures[i] = (why, where, "schema", detail)
     src = engine.source
     t = cols[src.event_time].data  # type: ignore[index]
     avail = src.available_time
@@ -774,16 +810,17 @@ def _process_batch(engine: StreamEngine, records: Sequence[dict[str, Any] | str 
         top = latest if top is None else max(top, latest)
     watermark = None if top is None else top - engine.lateness
     outputs: dict[str, pa.Table] = {}
+    paths: dict[str, str] = {}
     for name, fs in engine.sets.items():
         kept, fs_cols = _steps(fs, cols, alive, seq_arr, t, payloads, failures, duplicates)
         alive &= ~np.isin(np.arange(n), list(failures))
         horizon = None if watermark is None else watermark - max(fs.longest, 1)
-        outputs[name] = _features(fs, fs_cols, kept, seq_arr, t, a, horizon)
+        outputs[name], paths[name] = _features(fs, fs_cols, kept, seq_arr, t, a, horizon)
     # Quarantine entries in arrival order, like process.
     for i in sorted(failures):
-        reason, fld, step, detail = failures[i]
+        reason, fld, step_id, detail = failures[i]
         quarantined.append({"seq": seq_list[i], "payload": payload_text(payloads[i]), "reason": reason,
-                            "field": fld, "step": step, "detail": detail})
+                            "field": fld, "step": step_id, "detail": detail})
     engine.counts["records"] += n
     engine.counts["quarantined"] += len(quarantined)
     engine.seq = max(engine.seq, max(seq_list) + 1)
@@ -791,7 +828,7 @@ def _process_batch(engine: StreamEngine, records: Sequence[dict[str, Any] | str 
     duplicates.sort(key=lambda d: d["_at"])
     for d in duplicates:
         del d["_at"]
-    result = BatchResult(outputs, quarantined, duplicates, n)
+    result = BatchResult(outputs, quarantined, duplicates, n, aggregates=paths)
     if engine.watermark is not None:
         for fs in engine.sets.values():
             fs.evict(engine.watermark)
@@ -812,6 +849,8 @@ def _steps(fs: FeatureSetStream, cols: dict[str, Col], alive: np.ndarray, seqs: 
     for step, artifact in fs.steps:
         live = np.flatnonzero(keep)
         if isinstance(step, Dedup):
+            if len(live) == 0:
+                continue
             names = step.key or list(cur)
             values = [cur[c].values() if c in cur else [None] * len(keep) for c in names]
             keys = list(zip(*values, strict=True))
@@ -819,7 +858,9 @@ def _steps(fs: FeatureSetStream, cols: dict[str, Col], alive: np.ndarray, seqs: 
             memory = fs.seen.setdefault(step.id, {})
             new = _first_seen(memory, keys, live)
             fresh = np.flatnonzero(new).tolist()
-            memory.update((keys[j], (seq_l[j], t_l[j], ents[j])) for j in fresh)
+            memory.update(zip([keys[j] for j in fresh],
+                              zip([seq_l[j] for j in fresh], [t_l[j] for j in fresh],
+                                  [ents[j] for j in fresh], strict=True), strict=True))
             _remember_all(fs, "d", step.id, [keys[j] for j in fresh], [t_l[j] for j in fresh])
             for j in np.flatnonzero(~new & keep).tolist():
                 keep[j] = False
@@ -866,7 +907,9 @@ def _steps(fs: FeatureSetStream, cols: dict[str, Col], alive: np.ndarray, seqs: 
         checked = keep & ~cur[name].nulls()
         new = _first_seen(memory, values, np.flatnonzero(checked))
         fresh = np.flatnonzero(new).tolist()
-        memory.update((values[j], (seq_l[j], t_l[j])) for j in fresh)
+        memory.update(zip([values[j] for j in fresh],
+                          zip([seq_l[j] for j in fresh], [t_l[j] for j in fresh], strict=True),
+                          strict=True))
         _remember_all(fs, "u", name, [values[j] for j in fresh], [t_l[j] for j in fresh])
         for j in np.flatnonzero(checked & ~new).tolist():
             first = memory[values[j]]
@@ -888,11 +931,12 @@ def _first_seen(memory: dict[Any, Any], keys: list[Any], live: np.ndarray) -> np
     if len(live) == 0:
         return new
     lookup = [keys[j] for j in live.tolist()]
-    known = np.fromiter((k in memory for k in lookup), bool, len(lookup))
-    index: dict[Any, int] = {}
-    codes = np.fromiter((index.setdefault(k, len(index)) for k in lookup), np.int64, len(lookup))
-    first = np.zeros(len(lookup), bool)
-    first[np.unique(codes, return_index=True)[1]] = True
+    m = len(lookup)
+    known = np.array(list(map(memory.__contains__, lookup)), bool)
+    # Each key's first position: later positions are overwritten by earlier ones.
+    first_at = dict(zip(reversed(lookup), range(m - 1, -1, -1), strict=True))
+    first = np.zeros(m, bool)
+    first[np.fromiter(first_at.values(), np.int64, len(first_at))] = True
     new[live] = first & ~known
     return new
 
@@ -905,7 +949,7 @@ def _remember_all(fs: FeatureSetStream, kind: str, name: str, keys: list[Any], t
 
 
 def _features(fs: FeatureSetStream, cols: dict[str, Col], kept: np.ndarray, seqs: np.ndarray,
-              t_all: np.ndarray, a_all: np.ndarray, horizon: int | None) -> pa.Table:
+              t_all: np.ndarray, a_all: np.ndarray, horizon: int | None) -> tuple[pa.Table, str]:
     n = len(kept)
     t = t_all[kept]
     a = a_all[kept]
@@ -920,14 +964,16 @@ def _features(fs: FeatureSetStream, cols: dict[str, Col], kept: np.ndarray, seqs
     agg_cols: list[Col] | None = None
     if n and (a == t).all():
         try:
-            g = _gather(fs, entities, codes[order], t[order], seq[order],
+            g = _gather(fs, entities, codes[order], t[order], seq[order], a[order],
                         [c.take(order) for c in value_cols])
             agg_cols = _evaluate_all(fs, g, order)
         except _Fallback:
             agg_cols = None
+    path = "vectorized"
     if agg_cols is not None:
-        _append_states(fs, g, entities, codes, order, t, seq, a, value_cols, horizon)
+        _append_states(fs, g, entities, horizon)
     else:
+        path = "per-event"
         agg_cols = _per_event(fs, entities_all, t, seq, a, value_cols)
     out = dict(cols)
     for name, col in zip(fs.names, agg_cols, strict=True):
@@ -946,7 +992,7 @@ def _features(fs: FeatureSetStream, cols: dict[str, Col], kept: np.ndarray, seqs
                     [fn(dict(zip(names, row, strict=True))) for row in zip(*columns, strict=True)])
         out.update(derived)
     out["__seq"] = Col("int", seq, np.zeros(n, bool))
-    return _table(out)
+    return _table(out), path
 
 
 def _evaluate_all(fs: FeatureSetStream, g: _Gathered, order: np.ndarray) -> list[Col]:
@@ -961,62 +1007,57 @@ def _evaluate_all(fs: FeatureSetStream, g: _Gathered, order: np.ndarray) -> list
 
 
 def _append_states(fs: FeatureSetStream, g: _Gathered, entities: list[tuple[Any, ...]],
-                   codes: np.ndarray, order: np.ndarray, t: np.ndarray, seq: np.ndarray,
-                   a: np.ndarray, value_cols: list[Col], horizon: int | None) -> None:
-    """Add the batch's events to their entities' states (they come after what is there) and
-    evict what left every window, as ``FeatureSetStream.evict`` does at the end of a batch."""
+                   horizon: int | None) -> None:
+    """Each touched entity's new state: its gathered rows (state, then the batch's events),
+    without those that left every window, as ``FeatureSetStream.evict`` would leave it."""
+    held, seqs, avail, base, tot = g.cache["state"]
     k = len(entities)
-    nb = np.bincount(codes, minlength=k)
-    seg_len = np.diff(np.append(np.unique(g.seg_start), len(g.times)))
-    ns = seg_len - nb
-    if horizon is None:
-        cut = np.zeros(k, np.int64)
-    else:
-        base = np.cumsum(seg_len) - seg_len
+    retire = fs.retire
+    inline = horizon is not None and (retire is None or not retire.columns)
+    if horizon is not None and inline:
         keys, _seg, low, span = _segment_keys(g)
         cut = np.searchsorted(keys, np.arange(k) * span + np.clip(horizon - low, 0, span - 1),
                               side="left") - base
-    newest = g.times[np.maximum(np.cumsum(seg_len) - seg_len + cut - 1, 0)].tolist()
-    ends = np.cumsum(nb).tolist()
-    t_l, s_l, a_l = t[order].tolist(), seq[order].tolist(), a[order].tolist()
-    vals = [c.take(order).values() for c in value_cols]
-    retire = fs.retire
-    inline = retire is None or not retire.columns
-    begin = 0
+    else:
+        cut = np.zeros(k, np.int64)
+    stay = np.repeat(cut, tot) <= np.arange(len(g.times)) - np.repeat(base, tot)
+    lengths = (tot - cut).tolist()
+    ends = np.cumsum(tot - cut).tolist()
+    begins = [e - n for e, n in zip(ends, lengths, strict=True)]
+
+    def split(values: list[Any]) -> list[list[Any]]:
+        return [values[b:e] for b, e in zip(begins, ends, strict=True)]
+
+    times = split(g.times[stay].tolist())
+    parts = [split(seqs[stay].tolist()), split(avail[stay].tolist())]
+    columns = [split(_values_at(col, stay)) for col in g.columns]
     states = fs.states
-    for i, (entity, end) in enumerate(zip(entities, ends, strict=True)):
-        state = states.get(entity)
+    for entity, state, t_, s_, a_, *cols in zip(entities, held, times, *parts, *columns, strict=True):
         if state is None:
-            state = states[entity] = KeyState.empty(fs.columns)
-        gone, held = int(cut[i]), int(ns[i])
-        lists = (state.times, state.seqs, state.avail, *state.columns)
-        if not inline or gone == 0:
-            skip = 0
-        elif gone <= held:
-            for lst in lists:
-                del lst[:gone]
-            skip = 0
+            state = states[entity] = KeyState(t_, s_, a_, cols)
         else:
-            for lst in lists:
-                lst.clear()
-            skip = gone - held
-        state.times.extend(t_l[begin + skip:end])
-        state.seqs.extend(s_l[begin + skip:end])
-        state.avail.extend(a_l[begin + skip:end])
-        for col, v in zip(state.columns, vals, strict=True):
-            col.extend(v[begin + skip:end])
-        if inline and gone and retire is not None:
+            state.times, state.seqs, state.avail, state.columns = t_, s_, a_, cols
+    if inline and retire is not None:
+        newest = g.times[np.maximum(base + cut - 1, 0)].tolist()
+        for i in np.flatnonzero(cut).tolist():
+            state = states[entities[i]]
             r = state.retired
             if r is None:
                 r = state.retired = Retired.empty(len(fs.columns))
-            r.events += gone
+            r.events += int(cut[i])
             r.latest = newest[i] if r.latest is None else max(r.latest, newest[i])
-        fs.dirty.add(entity)
-        if not inline:
-            fs.touched.add(entity)          # evicted with the retire plan at the end of the batch
-        elif retire is None and not state.times:
-            del states[entity]
-        begin = end
+    fs.dirty.update(entities)
+    if not inline:
+        fs.touched.update(entities)     # evicted at the end of the batch, as process does
+    elif retire is None:
+        for i in np.flatnonzero(np.array(lengths) == 0).tolist():
+            del states[entities[i]]
+
+
+def _values_at(col: Col, rows: np.ndarray) -> list[Any]:
+    if col.kind == "obj":
+        return col.data[rows].tolist()  # type: ignore[no-any-return]
+    return col.take(np.flatnonzero(rows)).values()
 
 
 def _per_event(fs: FeatureSetStream, entities: list[tuple[Any, ...]], t: np.ndarray, seq: np.ndarray,
