@@ -11,6 +11,9 @@ Each implementation runs in its own child process, one after another:
 - ``evenflow:one``       the same, one record per call: per-event latency p50/p99 (changed
   states committed to the memory store every 1000 events; ``evenflow:one1``: after each);
 - ``evenflow:features``  no steps, the cleaned typed events the peers get (like for like);
+- ``evenflow:vector``    the full pipeline through the vectorized path (``process_batch``) in
+  micro-batches of ``--vector-batch`` (default 10,000): throughput and per-batch latency;
+- ``evenflow:vector_features``  the like-for-like configuration through ``process_batch``;
 - ``python``             a hand-written plain-Python loop (``benchmarks/stream/handagg.py``);
 - ``river``              River's ``TimeRolling`` stats per card (``benchmarks/.venvs/river``);
 - ``bytewax``            a Bytewax 0.21.1 dataflow keyed by card with ``stateful_map``, run by
@@ -159,7 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--events", type=int, default=1_000_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--impls", default="evenflow:batch,evenflow:one,evenflow:one1,evenflow:features,python,river,bytewax")
+    ap.add_argument("--impls", default="evenflow:batch,evenflow:one,evenflow:one1,evenflow:features,"
+                    "evenflow:vector,evenflow:vector_features,python,river,bytewax")
+    ap.add_argument("--vector-batch", type=int, default=10_000,
+                    help="micro-batch size of the evenflow:vector modes")
     ap.add_argument("--one-events", type=int, default=50_000,
                     help="single-record calls timed for latency, after min(n/2, 200k) events of warm-up")
     ap.add_argument("--profile", action="store_true", help="also cProfile and per-stage timers (30k)")
@@ -174,7 +180,10 @@ def main(argv: list[str] | None = None) -> None:
                                                      capture_output=True, text=True).stdout.strip(),
                                "runs": {}, "agreement": {}}
     impls = a.impls.split(",")
-    if "evenflow:batch" not in impls and not (folder / "clean.pkl").exists():
+    if "evenflow:batch" in impls:          # it writes clean.pkl, which the others read
+        impls.remove("evenflow:batch")
+        impls.insert(0, "evenflow:batch")
+    elif not (folder / "clean.pkl").exists():
         impls.insert(0, "evenflow:batch")
     for impl in impls:
         print(f"--- {impl}", flush=True)
@@ -183,8 +192,9 @@ def main(argv: list[str] | None = None) -> None:
             warm = min(n // 2, 200_000)
             extra = ["--warmup", str(warm), "--one-events", str(min(n - warm, a.one_events))] \
                 if mode.startswith("one") else []
+            size = a.vector_batch if mode.startswith("vector") else a.batch
             r = child(ROOT / ".venv/bin/python", worker, ["--folder", str(folder), "--mode", mode,
-                                                          "--batch", str(a.batch), *extra], a.timeout)
+                                                          "--batch", str(size), *extra], a.timeout)
         else:
             python, script = PEERS[impl]
             if not python.exists():
@@ -221,11 +231,14 @@ def main(argv: list[str] | None = None) -> None:
             r["ratio_to_evenflow_batch"] = r["events_per_s"] / base
             r["cpu_ratio_to_evenflow_batch"] = r["events_per_cpu_s"] / base_cpu
     feats = results["runs"].get("evenflow:features", {})
+    vfeats = results["runs"].get("evenflow:vector_features", {})
     for impl in ("python", "river", "bytewax"):
         r = results["runs"].get(impl, {})
         if feats.get("events_per_s") and r.get("events_per_s"):
             r["ratio_to_evenflow_features"] = r["events_per_s"] / feats["events_per_s"]
             r["cpu_ratio_to_evenflow_features"] = r["events_per_cpu_s"] / feats["events_per_cpu_s"]
+        if vfeats.get("events_per_s") and r.get("events_per_s"):
+            r["cpu_ratio_to_evenflow_vector_features"] = r["events_per_cpu_s"] / vfeats["events_per_cpu_s"]
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     with open(a.out, "w") as fh:
         json.dump(results, fh, indent=1, default=str)
@@ -246,6 +259,18 @@ def summary(results: dict[str, Any]) -> None:
               f"{r['seconds']:>8.1f}{r.get('ratio_to_evenflow_batch', nan):>11.2f}"
               f"{r.get('cpu_ratio_to_evenflow_batch', nan):>6.2f}{r.get('ratio_to_evenflow_features', nan):>10.2f}"
               f"{r.get('cpu_ratio_to_evenflow_features', nan):>6.2f}")
+    for mode in ("vector", "vector_features"):
+        r = results["runs"].get(f"evenflow:{mode}", {})
+        if "batch_latency_ms" in r:
+            print(f"evenflow:{mode} micro-batches of {r['batch']:,}: latency ms "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in r["batch_latency_ms"].items())
+                  + "; CPU ms " + ", ".join(f"{k} {v:.1f}" for k, v in r["batch_cpu_ms"].items())
+                  + f"; aggregate paths {r['paths']}")
+    for impl in ("python", "river", "bytewax"):
+        r = results["runs"].get(impl, {})
+        if "cpu_ratio_to_evenflow_vector_features" in r:
+            print(f"{impl} ev/cpu-s over evenflow:vector_features': "
+                  f"{r['cpu_ratio_to_evenflow_vector_features']:.2f}")
     for mode in ("one", "one1"):
         r = results["runs"].get(f"evenflow:{mode}", {})
         for kind in ("latency_us", "cpu_latency_us"):

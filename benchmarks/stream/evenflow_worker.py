@@ -10,6 +10,10 @@ Modes (``--mode``):
 ``one1``      the same, committing after every event.
 ``features``  the same aggregates and expressions without the steps, over the cleaned, typed
               events the peers get: the like-for-like configuration.
+``vector``    ``batch`` through the vectorized path, ``StreamEngine.process_batch``, in
+              micro-batches of ``--batch`` (the driver passes ``--vector-batch``); the latency
+              reported is each micro-batch's, the time its first event waits for its features.
+``vector_features``  ``features`` through ``process_batch``.
 ``profile``   cProfile, then per-stage timers (validation, steps, state update, evaluation,
               derived features) patched around the engine's functions from the outside.
 
@@ -64,7 +68,7 @@ def clean_records(folder: Path) -> tuple[list[int], list[dict[str, Any]]]:
 
 def engine(folder: Path, mode: str) -> StreamEngine:
     pipeline = Pipeline.load(folder / "pipeline.yaml")
-    if mode != "features":
+    if mode not in ("features", "vector_features"):
         artifacts = json.loads((folder / "artifacts.json").read_text())
         return StreamEngine(pipeline, ["card"], artifacts=artifacts, lateness="0s", emit="arrival")
     card = pipeline.feature_set("card")
@@ -85,6 +89,18 @@ class Collector:
         self.clean: dict[str, list[Any]] | None = \
             {k: [] for k in ("seq", "card", "t", "amount", "merchant", "lat", "lon")} if keep_clean else None
         self.rows = self.quarantined = self.duplicates = 0
+
+    def add_table(self, res: Any) -> None:
+        """A ``process_batch`` result: sample the Arrow table's rows without converting the rest."""
+        import numpy as np
+        table = res.outputs["card"]
+        self.rows += table.num_rows
+        self.quarantined += len(res.quarantined)
+        self.duplicates += len(res.duplicates)
+        seqs = table.column("__seq").to_numpy()
+        picked = table.take(np.flatnonzero(seqs % self.every == 0))
+        for row in picked.to_pylist():
+            self.sample[row["__seq"]] = tuple(row[n] for n in NAMES)
 
     def add(self, res: Any) -> None:
         rows = res.outputs["card"]
@@ -119,7 +135,7 @@ def run(folder: Path, mode: str, batch: int, limit: int | None, sample_every: in
     eng = engine(folder, mode)
     store = MemoryStore()
     col = Collector(sample_every, keep_clean=(mode == "batch"))
-    if mode == "features":
+    if mode in ("features", "vector_features"):
         seqs, recs = clean_records(folder)
         make = recs.__getitem__
     else:
@@ -139,6 +155,8 @@ def run(folder: Path, mode: str, batch: int, limit: int | None, sample_every: in
         store_cpu += cpu() - c0
         commits += 1
 
+    if mode.startswith("vector"):
+        return run_vector(eng, make, seqs, batch, col, commit, folder, mode)
     one_at_a_time = mode.startswith("one")
     commit_every = 1 if mode == "one1" else batch
     first_one = min(n, warmup) if one_at_a_time else n
@@ -197,6 +215,36 @@ def percentiles(ns: array) -> dict[str, float]:
     return out
 
 
+def run_vector(eng: StreamEngine, make: Any, seqs: list[int], batch: int, col: Collector,
+               commit: Any, folder: Path, mode: str) -> dict[str, Any]:
+    """Micro-batches through ``process_batch``; each batch's wall and CPU time is its latency."""
+    n = len(seqs)
+    lat, lat_cpu = array("q"), array("q")
+    paths: dict[str, int] = {}
+    store_cpu = 0.0
+    for start in range(0, n, batch):
+        recs_b = [make(i) for i in range(start, min(n, start + batch))]
+        c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
+        res = eng.process_batch(recs_b, seqs=seqs[start:start + len(recs_b)])
+        lat.append(time.perf_counter_ns() - t0)
+        lat_cpu.append(time.thread_time_ns() - c0)
+        path = "per-record" if not res.fast else res.aggregates["card"]
+        paths[path] = paths.get(path, 0) + 1
+        col.add_table(res)
+        c1 = time.process_time()
+        commit()
+        store_cpu += time.process_time() - c1
+    with open(folder / f"sample_evenflow_{mode}.pkl", "wb") as fh:
+        pickle.dump(col.sample, fh, protocol=5)
+    busy, cpu_used = sum(lat) / 1e9, sum(lat_cpu) / 1e9
+    return {"mode": mode, "batch": batch, "events": n, "seconds": busy, "cpu_seconds": cpu_used,
+            "events_per_s": n / busy, "store_cpu_seconds": store_cpu, "paths": paths,
+            "batch_latency_ms": {k: v / 1000 for k, v in percentiles(lat).items()},
+            "batch_cpu_ms": {k: v / 1000 for k, v in percentiles(lat_cpu).items()},
+            "rows": col.rows, "quarantined": col.quarantined, "duplicates": col.duplicates,
+            "entities": len(eng.sets["card"].states)}
+
+
 def profile(folder: Path, batch: int, limit: int) -> dict[str, Any]:
     """cProfile's top functions, then the per-stage split with timers around engine functions."""
     from stages import StageTimers
@@ -228,7 +276,8 @@ def profile(folder: Path, batch: int, limit: int) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--folder", required=True)
-    ap.add_argument("--mode", choices=["batch", "one", "one1", "features", "profile"], required=True)
+    ap.add_argument("--mode", choices=["batch", "one", "one1", "features", "vector", "vector_features",
+                                       "profile"], required=True)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--sample-every", type=int, default=10)

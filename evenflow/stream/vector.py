@@ -282,6 +282,9 @@ def validate(engine: StreamEngine, records: list[dict[str, Any]]) -> tuple[dict[
             col = Col("bool", np.array([v is True for v in raw], bool), null)
         elif kind == "timestamp":
             micros, parsed = parse_timestamps(raw)
+            if datetime in types:        # aware datetimes from an in-process producer
+                for i in [i for i, v in enumerate(raw) if type(v) is datetime and v.tzinfo]:
+                    micros[i], parsed[i] = to_micros(raw[i]), True
             bad = ~parsed & ~null
             col = Col("ts", micros, null)
         else:
