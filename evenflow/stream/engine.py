@@ -145,7 +145,8 @@ class FeatureSetStream:
         self.unique_seen: dict[str, dict[Any, tuple[int, int]]] = {n: {} for n in self.unique}
         # Memory entries changed since the last checkpoint, and all of them in arrival order
         # (to forget the oldest first): ("d", dedup id, key) or ("u", field, value).
-        self.memory_dirty: set[tuple[str, str, Any]] = set()
+        # (kind, name) -> keys changed since the last checkpoint
+        self.memory_dirty: dict[tuple[str, str], set[Any]] = {}
         self.step_state: dict[str, dict[str, dict[str, Any]]] = {}   # step id -> entity -> state
         self.memory_order: deque[tuple[int, str, str, Any]] = deque()
         self.forgets = False     # memory_order is kept only when the engine has remember=
@@ -165,7 +166,7 @@ class FeatureSetStream:
                 skey = step.state_key(rec, artifact)
                 memory = self.step_state.setdefault(step.id, {})
                 rec = step.transform_one(rec, artifact, state=memory.setdefault(skey, {}))
-                self.memory_dirty.add(("s", step.id, skey))
+                self._dirty("s", step.id).add(skey)
             else:
                 try:
                     rec = step.transform_one(rec, artifact)
@@ -219,9 +220,15 @@ class FeatureSetStream:
         return True
 
     def _remember(self, kind: str, name: str, key: Any, t: int) -> None:
-        self.memory_dirty.add((kind, name, key))
+        self._dirty(kind, name).add(key)
         if self.forgets:
             self.memory_order.append((t, kind, name, key))
+
+    def _dirty(self, kind: str, name: str) -> set[Any]:
+        found = self.memory_dirty.get((kind, name))
+        if found is None:
+            found = self.memory_dirty[(kind, name)] = set()
+        return found
 
     def _memory(self, kind: str, name: str) -> dict[Any, Any]:
         if kind == "s":
@@ -237,7 +244,7 @@ class FeatureSetStream:
             entry = memory.get(key)
             if entry is not None and entry[1] == t:   # not replaced by a later keep="last" record
                 del memory[key]
-                self.memory_dirty.add((kind, name, key))
+                self._dirty(kind, name).add(key)
 
     def row(self, entity: Key, rec: dict[str, Any], seq: int, t: int, a: int) -> dict[str, Any]:
         values = evaluate(self.states.get(entity), self.aggs, t, a)
@@ -489,11 +496,13 @@ class StreamEngine:
                 state = fs.states.get(entity)
                 out[state_id(name, entity)] = None if state is None else state.to_blob()
             fs.dirty.clear()
-            for kind, what, key in fs.memory_dirty:
-                entry = fs._memory(kind, what).get(key)
-                sid = f"{name}|~{kind}|{what}|{_key_text(key if kind == 'd' else (key,))}"
-                out[sid] = None if entry is None else \
-                    msgpack.packb(entry, use_bin_type=True, default=_wire_value)
+            for (kind, what), keys in fs.memory_dirty.items():
+                memory = fs._memory(kind, what)
+                for key in keys:
+                    entry = memory.get(key)
+                    sid = f"{name}|~{kind}|{what}|{_key_text(key if kind == 'd' else (key,))}"
+                    out[sid] = None if entry is None else \
+                        msgpack.packb(entry, use_bin_type=True, default=_wire_value)
             fs.memory_dirty.clear()
         return out
 

@@ -183,7 +183,7 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         raw = np.array([v if type(v) is str and len(v) <= width else "" for v in values], f"S{width}")
     except UnicodeEncodeError:
         return np.zeros(n, np.int64), np.zeros(n, bool)
-    m = raw.view(np.uint8).reshape(n, width).astype(np.int64)
+    m = raw.view(np.uint8).reshape(n, width).astype(np.int16)
     digit = m - 48
     ok &= ((digit[:, _DIGITS] >= 0) & (digit[:, _DIGITS] <= 9)).all(axis=1)
     ok &= (m[:, 4] == 45) & (m[:, 7] == 45) & ((m[:, 10] == 84) | (m[:, 10] == 32))
@@ -202,25 +202,26 @@ def parse_timestamps(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
     zc = m[rows, zone]
     zulu = zc == 90
     offset = (zc == 43) | (zc == 45)
-    zone_end = np.minimum(zone + 5, width - 1)
-    off_ok = offset & (m[rows, np.minimum(zone + 3, width - 1)] == 58)
+    last = width - 1
+    at = [np.minimum(zone + j, last) for j in range(6)]
+    off_ok = offset & (m[rows, at[3]] == 58)
     for j in (1, 2, 4, 5):
-        dj = digit[rows, np.minimum(zone + j, width - 1)]
+        dj = digit[rows, at[j]]
         off_ok &= (dj >= 0) & (dj <= 9)
-    ok &= np.where(zulu, lens == zone + 1, off_ok & (lens == zone_end + 1))
+    ok &= np.where(zulu, lens == zone + 1, off_ok & (lens == zone + 6))
     num = digit.clip(0, 9)
-    year = num[:, 0] * 1000 + num[:, 1] * 100 + num[:, 2] * 10 + num[:, 3]
-    month = num[:, 5] * 10 + num[:, 6]
-    day = num[:, 8] * 10 + num[:, 9]
-    hour, minute, second = (num[:, i] * 10 + num[:, i + 1] for i in (11, 14, 17))
-    frac = np.zeros(n, np.int64)
-    for k in (3, 6):
-        part = np.zeros(n, np.int64)
-        for j in range(k):
-            part = part * 10 + num[:, 20 + j]
-        frac = np.where(frac_len == k, part * 10 ** (6 - k), frac)
-    oh = num[rows, np.minimum(zone + 1, width - 1)] * 10 + num[rows, np.minimum(zone + 2, width - 1)]
-    om = num[rows, np.minimum(zone + 4, width - 1)] * 10 + num[rows, zone_end]
+
+    def number(*cols: int | np.ndarray) -> np.ndarray:
+        out = np.zeros(n, np.int64)
+        for c in cols:
+            out = out * 10 + (num[:, c] if isinstance(c, int) else num[rows, c])
+        return out
+
+    year, month, day = number(0, 1, 2, 3), number(5, 6), number(8, 9)
+    hour, minute, second = number(11, 12), number(14, 15), number(17, 18)
+    frac = np.where(frac_len == 3, number(20, 21, 22) * 1000,
+                    np.where(frac_len == 6, number(20, 21, 22, 23, 24, 25), 0))
+    oh, om = number(at[1], at[2]), number(at[4], at[5])
     sign = np.where(zc == 45, -1, 1)
     off = np.where(offset, sign * (oh * 3600 + om * 60), 0)
     leap = ((year % 4 == 0) & (year % 100 != 0)) | (year % 400 == 0)
@@ -845,7 +846,7 @@ def _steps(fs: FeatureSetStream, cols: dict[str, Col], alive: np.ndarray, seqs: 
     from evenflow.stream.engine import payload_text
 
     idx = np.flatnonzero(alive)
-    cur = {name: col.take(idx) for name, col in cols.items()}
+    cur = dict(cols) if len(idx) == len(alive) else {name: col.take(idx) for name, col in cols.items()}
     keep = np.ones(len(idx), bool)
     seq_l = seqs[idx].tolist()
     t_l = t[idx].tolist()
@@ -925,6 +926,8 @@ def _steps(fs: FeatureSetStream, cols: dict[str, Col], alive: np.ndarray, seqs: 
     # A record quarantined by a later unique field stays in the earlier fields' memory, as in
     # process; it is not kept.
     sel = np.flatnonzero(keep)
+    if len(sel) == len(keep):
+        return idx, cur
     return idx[sel], {name: col.take(sel) for name, col in cur.items()}
 
 
@@ -946,7 +949,7 @@ def _first_seen(memory: dict[Any, Any], keys: list[Any], live: np.ndarray) -> np
 
 def _remember_all(fs: FeatureSetStream, kind: str, name: str, keys: list[Any], times: list[int]) -> None:
     """``FeatureSetStream._remember`` for many keys at once (arrival order)."""
-    fs.memory_dirty.update((kind, name, k) for k in keys)
+    fs._dirty(kind, name).update(keys)
     if fs.forgets:
         fs.memory_order.extend((t, kind, name, k) for t, k in zip(times, keys, strict=True))
 
