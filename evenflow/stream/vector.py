@@ -84,10 +84,17 @@ class Col:
     @classmethod
     def of_values(cls, values: list[Any]) -> Col:
         """A column from Python values (None = null), typed when every value has one type."""
-        kinds = {type(v) for v in values} - {type(None)}
-        null = np.fromiter((v is None for v in values), bool, len(values))
+        kinds = set(map(type, values)) - {type(None)}
         if kinds == {float} or kinds == {float, int}:
-            return cls("float", np.array([0.0 if v is None else v for v in values], np.float64), null)
+            data = np.array(values, np.float64)          # None becomes NaN
+            nan = np.isnan(data)
+            null = np.zeros(len(values), bool)
+            if nan.any():
+                where = np.flatnonzero(nan)
+                null[where] = [values[i] is None for i in where.tolist()]
+                data[null] = 0.0
+            return cls("float", data, null)
+        null = np.fromiter((v is None for v in values), bool, len(values))
         if kinds == {int} and all(-_BIG < v < _BIG for v in values if v is not None):
             return cls("int", np.array([0 if v is None else v for v in values], np.int64), null)
         if kinds == {bool}:
@@ -385,7 +392,9 @@ def _gather(fs: FeatureSetStream, entities: list[tuple[Any, ...]], codes: np.nda
 
 def _merge(state: list[Any], batch: Col, s_pos: np.ndarray, b_pos: np.ndarray, total: int) -> Col:
     """One value column over the gathered rows: the states' Python values and the batch's."""
-    held = Col.of_values(state) if any(v is not None for v in state) else None
+    held = Col.of_values(state) if state else None
+    if held is not None and held.kind == "obj" and all(v is None for v in state):
+        held = None
     kinds = {batch.kind} if held is None else {batch.kind, held.kind}
     kind = kinds.pop() if len(kinds) == 1 else ("float" if kinds <= {"int", "float"} else "obj")
     if kind == "obj":
