@@ -189,7 +189,7 @@ def reference(r, pipeline_file, tmp_path_factory):
         source = RedisStreamSource(URL, run.stream, "g", "runner")
         runner = Runner(Pipeline.load(pipeline_file), "card", source, run.store, run.lake,
                         commit_interval="100ms", max_batch=300, lateness=LATENESS,
-                        app_id=run.app_id)
+                        app_id=run.app_id, vector_from=0)
         stats = runner.run(idle_exit_s=0.5)
         assert stats.events == N and stats.replayed_batches == 0
         quarantine = {q["offset"]: q["reason"] for q in run.quarantine.read().to_pylist()}
@@ -255,6 +255,19 @@ def test_sigkill_at_every_commit_point_in_turn(make_run, reference):
     assert resumed.returncode == 0, resumed.stderr
     stats = json.loads(resumed.stdout.strip().splitlines()[-1])
     assert stats["skipped"] > 0           # the last killed batch: landed, acknowledged now
+    check_exactly_once(run, reference)
+
+
+def test_sigkill_with_vectorized_batches(make_run, reference):
+    """The same kills with every batch of 50 records or more through ``process_batch``: bronze,
+    quarantine, duplicates and the online state equal the record-by-record reference run."""
+    run = make_run()
+    for k, point in enumerate(CRASH_POINTS, start=2):
+        crashed = run.run(f"{point}:{k}", "--vector-from", "50")
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+        assert _committed(run) == _expected(point, k), point
+    resumed = run.run(None, "--vector-from", "50")
+    assert resumed.returncode == 0, resumed.stderr
     check_exactly_once(run, reference)
 
 

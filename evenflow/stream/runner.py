@@ -45,6 +45,7 @@ from evenflow.stream.engine import StreamEngine, StreamResult
 from evenflow.stream.sink import BronzeSink, DuplicatesSink, QuarantineSink, RawEvent
 from evenflow.stream.sources import EventSource, FileReplaySource, RedisStreamSource
 from evenflow.stream.store import MemoryStore, OnlineStore, RedisStore
+from evenflow.stream.vector import BatchResult
 
 READ_CHUNK = 5_000
 CRASH_POINTS = ("mid_batch", "between_sinks", "mid_commit", "after_commit_before_ack")
@@ -85,7 +86,10 @@ class Runner:
 
     ``commit_interval``: how long a batch collects events before it is committed (sooner when
     ``max_batch`` events are in). ``on_batch`` is called after each commit with the batch number
-    and the engine's result (metrics, scoring).
+    and the engine's result (metrics, scoring): a ``StreamResult``, or a ``BatchResult`` (one
+    Arrow table per feature set) for a batch of ``vector_from`` records or more, which goes
+    through the vectorized path (``StreamEngine.process_batch``; the same records, state and
+    store contents; ``vector_from=0`` never takes it).
     """
 
     def __init__(self, pipeline: Pipeline, feature_set: str, source: EventSource,
@@ -93,7 +97,8 @@ class Runner:
                  commit_interval: str | int = "1s", max_batch: int = 10_000,
                  artifacts: dict[str, Any] | None = None, lateness: str | int = "0s",
                  ttl: str | int | None = None, app_id: str | None = None,
-                 on_batch: Callable[[int, StreamResult], None] | None = None) -> None:
+                 on_batch: Callable[[int, StreamResult | BatchResult], None] | None = None,
+                 vector_from: int = 1000) -> None:
         self.pipeline, self.feature_set, self.source = pipeline, feature_set, source
         self.store: OnlineStore = store if store is not None else MemoryStore()
         self.engine = StreamEngine(pipeline, feature_set, artifacts=artifacts, lateness=lateness,
@@ -106,6 +111,7 @@ class Runner:
         self.interval_s = parse_duration(commit_interval) / 1e6
         self.max_batch = max_batch
         self.on_batch = on_batch
+        self.vector_from = vector_from
         self.stats = RunStats()
         self.batch = 0                       # last committed batch number
         self.offset: str | None = None       # last committed source offset
@@ -144,7 +150,7 @@ class Runner:
 
     # -- one batch ---------------------------------------------------------------------------------
     def _process(self, events: Sequence[RawEvent], batch: int
-                 ) -> tuple[StreamResult, list[dict[str, Any]], list[dict[str, Any]]]:
+                 ) -> tuple[StreamResult | BatchResult, list[dict[str, Any]], list[dict[str, Any]]]:
         """Run ``events`` through the engine; the batch's quarantine and duplicates rows, with
         source offsets."""
         records: list[Any] = []
@@ -160,7 +166,11 @@ class Runner:
         # Arrival numbers continue the engine's (restored from the store's meta after a restart),
         # so a replayed batch gets the numbers it had, and a quarantine row maps to its event.
         base = self.engine.seq
-        result = self.engine.process(records, seqs=range(base, base + len(records)))
+        result: StreamResult | BatchResult
+        if self.vector_from and len(records) >= self.vector_from:
+            result = self.engine.process_batch(records, seqs=list(range(base, base + len(records))))
+        else:
+            result = self.engine.process(records, seqs=range(base, base + len(records)))
         for row in result.quarantined:
             event = owners[row["seq"] - base]
             # The original text (a CSV line, not its dict form) and where it came from.
@@ -298,6 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--lakehouse", default=None, help="lakehouse directory (default: the pipeline's)")
     p.add_argument("--commit-interval", default="1s")
     p.add_argument("--max-batch", type=int, default=10_000)
+    p.add_argument("--vector-from", type=int, default=1000,
+                   help="batches of this many records or more take the vectorized path "
+                        "(StreamEngine.process_batch); 0: always record by record")
     p.add_argument("--artifacts", default=None, help="artifacts.json of a training set build")
     p.add_argument("--lateness", default="0s")
     p.add_argument("--ttl", default=None)
@@ -338,7 +351,8 @@ def _run_cli(args: argparse.Namespace) -> RunStats:
         artifacts = json.loads(Path(args.artifacts).read_text())
     runner = Runner(pipeline, args.feature_set, source, store, args.lakehouse,
                     commit_interval=args.commit_interval, max_batch=args.max_batch,
-                    artifacts=artifacts, lateness=args.lateness, ttl=args.ttl, app_id=args.app_id)
+                    artifacts=artifacts, lateness=args.lateness, ttl=args.ttl, app_id=args.app_id,
+                    vector_from=args.vector_from)
     try:
         from redis.exceptions import RedisError
     except ImportError:  # pragma: no cover - a file replay with a memory store needs no Redis
