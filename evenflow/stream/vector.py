@@ -381,12 +381,12 @@ def _gather(fs: FeatureSetStream, entities: list[tuple[Any, ...]], codes: np.nda
         return out
 
     times = combined(chain(st.times for st in states), t_sorted)
-    seqs = combined(chain(st.seqs for st in states), seq_sorted)
-    avail = combined(chain(st.avail for st in states), a_sorted)
     columns = [_merge(list(chain(st.columns[c] for st in states)), bcol, s_pos, b_pos, total)
                for c, bcol in enumerate(batch_cols)]
     g = _Gathered(times, np.repeat(base, nb), b_pos, columns, [st.retired for st in states], codes)
-    g.cache["state"] = (held, seqs, avail, base, tot)
+    batch_lists = [t_sorted.tolist(), seq_sorted.tolist(), a_sorted.tolist(),
+                   *(col.values() for col in batch_cols)]
+    g.cache["state"] = (held, ns, nb, batch_lists)
     return g
 
 
@@ -748,7 +748,8 @@ def process_batch(engine: StreamEngine, records: Sequence[dict[str, Any] | str |
     The cyclic garbage collector is paused for the batch: the batch creates no reference
     cycles (reference counting frees all of it), and without the pause Python runs a
     collection every few hundred allocations, each scanning the young objects and, every
-    hundredth time, the whole window state and dedup memory. Collection resumes after it.
+    hundredth time, the whole window state and dedup memory. At the end, one collection of the
+    young generation scans what the batch allocated, once.
     """
     paused = gc.isenabled()
     gc.disable()
@@ -757,6 +758,7 @@ def process_batch(engine: StreamEngine, records: Sequence[dict[str, Any] | str |
     finally:
         if paused:
             gc.enable()
+            gc.collect(0)      # the batch's young objects, once, here rather than later
 
 
 def _process_batch(engine: StreamEngine, records: Sequence[dict[str, Any] | str | bytes],
@@ -1023,49 +1025,56 @@ def _evaluate_all(fs: FeatureSetStream, g: _Gathered, order: np.ndarray) -> list
 
 def _append_states(fs: FeatureSetStream, g: _Gathered, entities: list[tuple[Any, ...]],
                    horizon: int | None) -> None:
-    """Each touched entity's new state: its gathered rows (state, then the batch's events),
-    without those that left every window, as ``FeatureSetStream.evict`` would leave it."""
-    held, seqs, avail, base, tot = g.cache["state"]
+    """Append the batch's events to their entities' states and evict what left every window,
+    as ``FeatureSetStream.evict`` would: in place, so no list is allocated per entity."""
+    held, ns, nb, batch_lists = g.cache["state"]
     k = len(entities)
     retire = fs.retire
     inline = horizon is not None and (retire is None or not retire.columns)
     if horizon is not None and inline:
         keys, _seg, low, span = _segment_keys(g)
+        base = np.cumsum(ns + nb) - (ns + nb)
         cut = np.searchsorted(keys, np.arange(k) * span + np.clip(horizon - low, 0, span - 1),
                               side="left") - base
     else:
         cut = np.zeros(k, np.int64)
-    stay = np.repeat(cut, tot) <= np.arange(len(g.times)) - np.repeat(base, tot)
-    lengths = (tot - cut).tolist()
-    ends = np.cumsum(tot - cut).tolist()
-    begins = [e - n for e, n in zip(ends, lengths, strict=True)]
-
-    def split(values: list[Any]) -> list[list[Any]]:
-        return [values[b:e] for b, e in zip(begins, ends, strict=True)]
-
-    times = split(g.times[stay].tolist())
-    parts = [split(seqs[stay].tolist()), split(avail[stay].tolist())]
-    columns = [split(_values_at(col, stay)) for col in g.columns]
+    drop = np.minimum(cut, ns).tolist()
+    b_end = np.cumsum(nb)
+    b_from = (b_end - nb + np.maximum(cut - ns, 0)).tolist()
+    b_end_l = b_end.tolist()
     states = fs.states
-    for entity, state, t_, s_, a_, *cols in zip(entities, held, times, *parts, *columns, strict=True):
+    width = len(fs.columns)
+    for entity, state, d, b0, b1 in zip(entities, held, drop, b_from, b_end_l, strict=True):
         if state is None:
-            state = states[entity] = KeyState(t_, s_, a_, cols)
-        else:
-            state.times, state.seqs, state.avail, state.columns = t_, s_, a_, cols
+            state = states[entity] = KeyState(*(lst[b0:b1] for lst in batch_lists[:3]),
+                                              [lst[b0:b1] for lst in batch_lists[3:]])
+            continue
+        cols = state.columns
+        if d:
+            del state.times[:d], state.seqs[:d], state.avail[:d]
+            for c in range(width):
+                del cols[c][:d]
+        if b0 < b1:
+            state.times += batch_lists[0][b0:b1]
+            state.seqs += batch_lists[1][b0:b1]
+            state.avail += batch_lists[2][b0:b1]
+            for c in range(width):
+                cols[c] += batch_lists[3 + c][b0:b1]
     if inline and retire is not None:
+        base = np.cumsum(ns + nb) - (ns + nb)
         newest = g.times[np.maximum(base + cut - 1, 0)].tolist()
         for i in np.flatnonzero(cut).tolist():
             state = states[entities[i]]
             r = state.retired
             if r is None:
-                r = state.retired = Retired.empty(len(fs.columns))
+                r = state.retired = Retired.empty(width)
             r.events += int(cut[i])
             r.latest = newest[i] if r.latest is None else max(r.latest, newest[i])
     fs.dirty.update(entities)
     if not inline:
         fs.touched.update(entities)     # evicted at the end of the batch, as process does
     elif retire is None:
-        for i in np.flatnonzero(np.array(lengths) == 0).tolist():
+        for i in np.flatnonzero(ns + nb - cut == 0).tolist():
             del states[entities[i]]
 
 
