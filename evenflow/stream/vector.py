@@ -1046,7 +1046,8 @@ def _append_states(fs: FeatureSetStream, g: _Gathered, entities: list[tuple[Any,
     width = len(fs.columns)
     for entity, state, d, b0, b1 in zip(entities, held, drop, b_from, b_end_l, strict=True):
         if state is None:
-            state = states[entity] = KeyState(*(lst[b0:b1] for lst in batch_lists[:3]),
+            state = states[entity] = KeyState(batch_lists[0][b0:b1], batch_lists[1][b0:b1],
+                                              batch_lists[2][b0:b1],
                                               [lst[b0:b1] for lst in batch_lists[3:]])
             continue
         cols = state.columns
