@@ -872,11 +872,10 @@ def _steps(fs: FeatureSetStream, cols: dict[str, Col], alive: np.ndarray, seqs: 
             ents = list(zip(*[cur[k].values() for k in fs.key], strict=True))
             memory = fs.seen.setdefault(step.id, {})
             new = _first_seen(memory, keys, live)
-            fresh = np.flatnonzero(new).tolist()
-            memory.update(zip([keys[j] for j in fresh],
-                              zip([seq_l[j] for j in fresh], [t_l[j] for j in fresh],
-                                  [ents[j] for j in fresh], strict=True), strict=True))
-            _remember_all(fs, "d", step.id, [keys[j] for j in fresh], [t_l[j] for j in fresh])
+            fresh = np.flatnonzero(new)
+            new_keys, new_seqs, new_ts, new_ents = _pick_all(fresh, keys, seq_l, t_l, ents)
+            memory.update(zip(new_keys, zip(new_seqs, new_ts, new_ents, strict=True), strict=True))
+            _remember_all(fs, "d", step.id, new_keys, new_ts)
             for j in np.flatnonzero(~new & keep).tolist():
                 keep[j] = False
                 duplicates.append({"feature_set": fs.fs.name, "seq": seq_l[j],
@@ -921,11 +920,9 @@ def _steps(fs: FeatureSetStream, cols: dict[str, Col], alive: np.ndarray, seqs: 
         values = cur[name].values()
         checked = keep & ~cur[name].nulls()
         new = _first_seen(memory, values, np.flatnonzero(checked))
-        fresh = np.flatnonzero(new).tolist()
-        memory.update(zip([values[j] for j in fresh],
-                          zip([seq_l[j] for j in fresh], [t_l[j] for j in fresh], strict=True),
-                          strict=True))
-        _remember_all(fs, "u", name, [values[j] for j in fresh], [t_l[j] for j in fresh])
+        new_values, new_seqs, new_ts = _pick_all(np.flatnonzero(new), values, seq_l, t_l)
+        memory.update(zip(new_values, zip(new_seqs, new_ts, strict=True), strict=True))
+        _remember_all(fs, "u", name, new_values, new_ts)
         for j in np.flatnonzero(checked & ~new).tolist():
             first = memory[values[j]]
             if first[0] == seq_l[j]:      # this very record, seen before a restart
@@ -942,12 +939,20 @@ def _steps(fs: FeatureSetStream, cols: dict[str, Col], alive: np.ndarray, seqs: 
     return idx[sel], {name: col.take(sel) for name, col in cur.items()}
 
 
+def _pick_all(rows: np.ndarray, *lists: list[Any]) -> list[list[Any]]:
+    """``[lst[j] for j in rows]`` for each list (the lists themselves when rows is all of them)."""
+    if lists and len(rows) == len(lists[0]):
+        return list(lists)
+    picked = rows.tolist()
+    return [[lst[j] for j in picked] for lst in lists]
+
+
 def _first_seen(memory: dict[Any, Any], keys: list[Any], live: np.ndarray) -> np.ndarray:
     """Which ``live`` positions hold a key seen neither in ``memory`` nor earlier in the batch."""
     new = np.zeros(len(keys), bool)
     if len(live) == 0:
         return new
-    lookup = [keys[j] for j in live.tolist()]
+    lookup = keys if len(live) == len(keys) else [keys[j] for j in live.tolist()]
     m = len(lookup)
     known = np.array(list(map(memory.__contains__, lookup)), bool)
     # Each key's first position: later positions are overwritten by earlier ones.
