@@ -869,7 +869,8 @@ def _steps(fs: FeatureSetStream, cols: dict[str, Col], alive: np.ndarray, seqs: 
             names = step.key or list(cur)
             values = [cur[c].values() if c in cur else [None] * len(keep) for c in names]
             keys = list(zip(*values, strict=True))
-            ents = list(zip(*[cur[k].values() for k in fs.key], strict=True))
+            codes, uniq = _entity_codes([cur[k] for k in fs.key], len(keep))
+            ents = list(map(uniq.__getitem__, codes.tolist()))     # one tuple per entity
             memory = fs.seen.setdefault(step.id, {})
             new = _first_seen(memory, keys, live)
             fresh = np.flatnonzero(new)
@@ -947,6 +948,22 @@ def _pick_all(rows: np.ndarray, *lists: list[Any]) -> list[list[Any]]:
     return [[lst[j] for j in picked] for lst in lists]
 
 
+def _entity_codes(keys: list[Col], n: int) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+    """Each record's entity number (in order of first appearance) and the entity keys."""
+    if len(keys) == 1 and keys[0].kind == "obj" and n:
+        try:    # one text key: Arrow's hash table, one tuple per entity rather than per record
+            encoded = pa.array(keys[0].data, pa.string()).dictionary_encode()
+            if encoded.null_count == 0:
+                return (np.asarray(encoded.indices, np.int64),
+                        [(v,) for v in encoded.dictionary.to_pylist()])
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass
+    index: dict[tuple[Any, ...], int] = {}
+    rows = zip(*[k.values() for k in keys], strict=True)
+    codes = np.fromiter((index.setdefault(e, len(index)) for e in rows), np.int64, n)
+    return codes, list(index)
+
+
 def _first_seen(memory: dict[Any, Any], keys: list[Any], live: np.ndarray) -> np.ndarray:
     """Which ``live`` positions hold a key seen neither in ``memory`` nor earlier in the batch."""
     new = np.zeros(len(keys), bool)
@@ -976,11 +993,7 @@ def _features(fs: FeatureSetStream, cols: dict[str, Col], kept: np.ndarray, seqs
     t = t_all[kept]
     a = a_all[kept]
     seq = seqs[kept]
-    key_values = [cols[k].values() for k in fs.key]
-    entities_all = list(zip(*key_values, strict=True)) if n else []
-    index: dict[tuple[Any, ...], int] = {}
-    codes = np.fromiter((index.setdefault(e, len(index)) for e in entities_all), np.int64, n)
-    entities = list(index)
+    codes, entities = _entity_codes([cols[k] for k in fs.key], n)
     order = np.argsort(codes, kind="stable")
     value_cols = [cols[c] if c in cols else _const(None, n) for c in fs.columns]
     agg_cols: list[Col] | None = None
@@ -996,7 +1009,7 @@ def _features(fs: FeatureSetStream, cols: dict[str, Col], kept: np.ndarray, seqs
         _append_states(fs, g, entities, horizon)
     else:
         path = "per-event"
-        agg_cols = _per_event(fs, entities_all, t, seq, a, value_cols)
+        agg_cols = _per_event(fs, [entities[c] for c in codes.tolist()], t, seq, a, value_cols)
     out = dict(cols)
     for name, col in zip(fs.names, agg_cols, strict=True):
         out[name] = col
