@@ -457,3 +457,22 @@ def test_backfill_warms_an_empty_store(pipeline_file: Path, tmp_path: Path) -> N
     (features, found), = svc.read_many("card", [("h1",)], at)
     assert found and features["count_1h"] == 5 and features["sum_amount_1h"] == 10.0
     assert {'card|["h1"]', 'card_merchant|["h1","m1"]'} <= set(svc.store.load_all())   # committed
+
+
+def test_large_requests_take_the_vectorized_path_with_the_same_outcome(pipeline_file: Path,
+                                                                         tmp_path: Path) -> None:
+    """A request of ``vector_from`` records or more goes through ``process_batch``: the same
+    per-record answer (errors, duplicates), the same quarantine rows and the same state."""
+    pipeline = ef.Pipeline.load(pipeline_file)
+    body = [event(f"r{i % 4}", i, float(i)) for i in range(40)]
+    body[7] = {**body[7], "amount": "x"}
+    body[9] = {**body[9], "ts": "soon"}
+    body[4] = dict(body[3])                        # a duplicate transaction
+    vec = Service(pipeline, lakehouse=tmp_path / "a", vector_from=10)
+    one = Service(pipeline, lakehouse=tmp_path / "b", vector_from=0)
+    got, _ = vec.ingest(body)
+    want, _ = one.ingest(body)
+    assert got == want and got["quarantined"] == 2 and len(got["duplicates"]) == 1
+    assert vec._qrows == one._qrows
+    assert vec.engine.dirty_states() == one.engine.dirty_states()
+    assert vec.metrics.events_out.labels(feature_set="card")._value.get() == 37

@@ -40,6 +40,7 @@ from evenflow.stream.sink import BronzeSink, QuarantineSink, RawEvent
 from evenflow.stream.state import KeyState, evaluate
 from evenflow.stream.store import MemoryStore, OnlineStore, RedisStore
 from evenflow.stream.validate import _converter
+from evenflow.stream.vector import BatchResult
 
 log = logging.getLogger("evenflow.serve")
 
@@ -140,7 +141,7 @@ class ServiceMetrics:
         Gauge("evenflow_last_commit_age_seconds", "seconds since the last group commit",
               registry=r).set_function(age)
 
-    def processed(self, result: StreamResult, seconds: float, records: int) -> None:
+    def processed(self, result: StreamResult | BatchResult, seconds: float, records: int) -> None:
         self.events_in.inc(records)
         self.processing.observe(seconds)
         if records:
@@ -169,7 +170,7 @@ class Service:
                  commit_interval: float = 0.1, max_body_bytes: int = 16 << 20,
                  max_pending: int = 200_000, durable_timeout: float = 30.0,
                  read_from: str | None = None, app_id: str | None = None,
-                 backfill: str | Path | None = None) -> None:
+                 backfill: str | Path | None = None, vector_from: int = 1000) -> None:
         if isinstance(artifacts, (str, Path)):
             artifacts = load_artifacts(artifacts, pipeline)
         self.pipeline = pipeline
@@ -186,6 +187,7 @@ class Service:
         self.bronze = BronzeSink(lake / "bronze" / self.source.name, self.app_id)
         self.quarantine = QuarantineSink(lake / "quarantine" / self.source.name, self.app_id)
         self.commit_interval, self.max_body_bytes = commit_interval, max_body_bytes
+        self.vector_from = vector_from       # requests this large go through process_batch
         self.max_pending, self.durable_timeout = max_pending, durable_timeout
         self.key_types = {name: [_converter(self.source.schema_.fields[k])  # type: ignore[union-attr]
                                  if k in self.source.schema_.fields else None  # type: ignore[union-attr]
@@ -280,10 +282,14 @@ class Service:
 
     # -- ingest ----------------------------------------------------------------------------------
     def _process(self, records: list[Any], events: list[RawEvent]
-                 ) -> tuple[StreamResult, int, list[dict[str, Any]]]:
+                 ) -> tuple[StreamResult | BatchResult, int, list[dict[str, Any]]]:
         base = self.engine.seq        # the engine numbers this call's records base, base + 1, ...
         started = time.perf_counter()
-        result = self.engine.process(records)
+        result: StreamResult | BatchResult
+        if self.vector_from and len(records) >= self.vector_from:
+            result = self.engine.process_batch(records)       # the same records and state
+        else:
+            result = self.engine.process(records)
         self.metrics.processed(result, time.perf_counter() - started, len(records))
         qrows = [{**row, "payload": events[row["seq"] - base].payload, "source": HTTP_SOURCE,
                   "offset": events[row["seq"] - base].offset} for row in result.quarantined]
@@ -739,7 +745,8 @@ def create_app(pipeline: Pipeline, **options: Any) -> Any:
     """The FastAPI app serving ``pipeline``. ``options`` are :class:`Service`'s keywords:
     ``feature_sets``, ``artifacts`` (dict, or the path of a training set's artifacts.json whose
     fingerprint is checked), ``store`` (``"memory"`` or a :class:`RedisStore`), ``lakehouse``,
-    ``lateness``, ``ttl``, ``commit_interval`` (s), ``max_body_bytes``, ``read_from``, ``backfill``.
+    ``lateness``, ``ttl``, ``commit_interval`` (s), ``max_body_bytes``, ``read_from``, ``backfill``,
+    ``vector_from`` (requests of this many records or more take ``StreamEngine.process_batch``).
     Recovery (store states, bronze batches the store lacks) runs here, before serving."""
     return build_app(Service(pipeline, **options))
 
@@ -769,6 +776,8 @@ def register_serve(app: Any) -> None:
                                             "--redis, engine otherwise)"),
               backfill: Path = typer.Option(None, help="warm an empty store from historical "
                                             "events (evenflow.stream.backfill)"),
+              vector_from: int = typer.Option(1000, help="requests of this many records or more "
+                                              "go through the vectorized path; 0: never"),
               log_level: str = typer.Option("warning", help="uvicorn log level")) -> None:
         """Serve a pipeline over HTTP: POST /v1/events, GET/POST /v1/features, /health, /metrics,
         /docs. SIGTERM or Ctrl-C commits everything processed before exiting."""
@@ -784,7 +793,7 @@ def register_serve(app: Any) -> None:
             web = create_app(p, feature_sets=feature_set or None, artifacts=artifacts, store=store,
                              lakehouse=lakehouse, lateness=lateness, ttl=ttl,
                              commit_interval=commit_interval, max_body_bytes=max_body_bytes,
-                             read_from=read_from, backfill=backfill)
+                             read_from=read_from, backfill=backfill, vector_from=vector_from)
         except EvenflowError as exc:
             _fail(exc)
             return
