@@ -32,7 +32,8 @@ from evenflow.core.expr import Expr
 from evenflow.stream.engine import StreamEngine
 from evenflow.stream.parity import same
 from evenflow.stream.validate import parse_timestamp, to_micros
-from evenflow.stream.vector import Col, _evaluate, parse_timestamps
+from evenflow.stream.vector import Col, parse_timestamps
+from evenflow.stream.vector.expressions import evaluate_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = settings(max_examples=30, deadline=None, database=None,
@@ -269,7 +270,7 @@ def test_expressions_on_columns_equal_the_record_form(a, data):
         return          # all null: typed columns only
     for text in EXPRESSIONS:
         expr = Expr.parse(text)
-        got = _evaluate(expr.tree, env, n)
+        got = evaluate_columns(expr.tree, env, n)
         values = got.values()
         for i in range(n):
             want = expr.evaluate({"a": a[i], "b": b[i], "t": stamps_[i]})
