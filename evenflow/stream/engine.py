@@ -374,7 +374,7 @@ class StreamEngine:
 
     def process_batch(self, records: Sequence[dict[str, Any] | str | bytes], *,
                       seqs: Sequence[int] | None = None) -> BatchResult:
-        """Process one micro-batch with NumPy: the vectorized path (``evenflow/stream/vector.py``).
+        """Process one micro-batch with NumPy: the vectorized path (``evenflow/stream/vector/``).
 
         The same records are kept, quarantined and deduplicated as by :meth:`process` with
         ``emit="arrival"``, and the same state is updated; each feature set's output is a
