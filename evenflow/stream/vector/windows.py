@@ -10,7 +10,6 @@ per-record code, event by event.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,14 +42,39 @@ def gather(fs: FeatureSetStream, entities: list[tuple[Any, ...]], codes: np.ndar
     k = len(entities)
     nb = np.bincount(codes, minlength=k)
     held = [fs.states.get(e) for e in entities]
-    empty = KeyState.empty(fs.columns)
-    states = [empty if st is None else st for st in held]
-    if any(st.late_known for st in states):
-        raise Fallback
-    chain = itertools.chain.from_iterable
-    ns = np.fromiter((len(st.times) for st in states), np.int64, k)
-    last_t = np.fromiter((st.times[-1] if st.times else -(2**62) for st in states), np.int64, k)
-    last_s = np.fromiter((st.seqs[-1] if st.seqs else -(2**62) for st in states), np.int64, k)
+    # One pass over the states: each one's lists are read while they are in cache.
+    lows = -(2**62)
+    sizes: list[int] = []
+    last_times: list[int] = []
+    last_seqs: list[int] = []
+    retired: list[Retired | None] = []
+    held_times: list[int] = []
+    held_cols: list[list[Any]] = [[] for _ in batch_cols]
+    add_times, adders = held_times.extend, [c.extend for c in held_cols]
+    for st in held:
+        if st is None:
+            sizes.append(0)
+            last_times.append(lows)
+            last_seqs.append(lows)
+            retired.append(None)
+            continue
+        if st.late_known:
+            raise Fallback
+        retired.append(st.retired)
+        own = st.times
+        sizes.append(len(own))
+        if own:
+            last_times.append(own[-1])
+            last_seqs.append(st.seqs[-1])
+            add_times(own)
+            for add, col in zip(adders, st.columns, strict=True):
+                add(col)
+        else:
+            last_times.append(lows)
+            last_seqs.append(lows)
+    ns = np.array(sizes, np.int64)
+    last_t = np.array(last_times, np.int64)
+    last_s = np.array(last_seqs, np.int64)
     # Each entity's batch events must come after its state, in (event_time, seq) order.
     starts = np.cumsum(nb) - nb
     prev_t = np.empty_like(t_sorted)
@@ -72,10 +96,10 @@ def gather(fs: FeatureSetStream, entities: list[tuple[Any, ...]], codes: np.ndar
         out[b_pos] = batch
         return out
 
-    times = combined(chain(st.times for st in states), t_sorted)
-    columns = [_merge(list(chain(st.columns[c] for st in states)), bcol, s_pos, b_pos, total)
-               for c, bcol in enumerate(batch_cols)]
-    g = Gathered(times, np.repeat(base, nb), b_pos, columns, [st.retired for st in states], codes)
+    times = combined(held_times, t_sorted)
+    columns = [_merge(lst, bcol, s_pos, b_pos, total)
+               for lst, bcol in zip(held_cols, batch_cols, strict=True)]
+    g = Gathered(times, np.repeat(base, nb), b_pos, columns, retired, codes)
     batch_lists = [t_sorted.tolist(), seq_sorted.tolist(), a_sorted.tolist(),
                    *(col.values() for col in batch_cols)]
     g.cache["state"] = (held, ns, nb, batch_lists)
