@@ -292,13 +292,28 @@ class FeatureSetStream:
                 self.dirty.add(entity)
 
     def read(self, entity: Key, at: int, record: dict[str, Any] | None = None) -> dict[str, Any]:
-        values = evaluate(self.states.get(entity), self.aggs, at, at)
+        """The entity's key columns and features as of ``at`` over its state in this engine."""
         row: dict[str, Any] = dict(zip(self.key, entity, strict=True))
-        row.update(zip(self.names, values, strict=True))
+        row.update(self.features_of(self.states.get(entity), entity, at, record))
+        return row
+
+    def features_of(self, state: KeyState | None, entity: Key, at: int,
+                    record: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every feature of one entity state as of ``at`` (the read time: ``t = a = at``).
+
+        The one evaluation of an online read, whoever holds the state: this engine, the HTTP
+        service, or a reader over the online store. Row expressions see the key columns, the
+        aggregates and ``record`` (the record being scored, if any); one that needs a field the
+        read does not have, or fails on its values, is null.
+        """
+        row = dict(zip(self.names, evaluate(state, self.aggs, at, at), strict=True))
         if self.derived:
-            scope = {**(record or {}), **row}
+            scope = {**(record or {}), **dict(zip(self.key, entity, strict=True)), **row}
             for name, expr in self.derived:
-                row[name] = expr(scope)
+                try:
+                    row[name] = expr(scope)
+                except (TypeError, ValueError, ArithmeticError):
+                    row[name] = None
         return row
 
 

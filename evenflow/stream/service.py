@@ -37,7 +37,7 @@ from evenflow.core.schema import REASONS
 from evenflow.errors import EvenflowError
 from evenflow.stream.engine import StreamEngine, StreamResult, state_id
 from evenflow.stream.sink import BronzeSink, QuarantineSink, RawEvent
-from evenflow.stream.state import KeyState, evaluate
+from evenflow.stream.state import KeyState
 from evenflow.stream.store import MemoryStore, OnlineStore, RedisStore
 from evenflow.stream.validate import _converter
 from evenflow.stream.vector import BatchResult
@@ -443,16 +443,8 @@ class Service:
             if blobs is None:
                 blobs = self.store.get_many([state_id(feature_set, k) for k in keys])
             states = [None if b is None else KeyState.from_blob(b) for b in blobs]
-        out = []
-        for key, state in zip(keys, states, strict=True):
-            row = dict(zip(fs.names, evaluate(state, fs.aggs, at, at), strict=True))
-            for name, expr in fs.derived:
-                try:
-                    row[name] = expr({**dict(zip(fs.key, key, strict=True)), **row})
-                except Exception:  # a derived feature over the scored record's own fields
-                    row[name] = None
-            out.append((row, state is not None))
-        return out
+        return [(fs.features_of(state, key, at), state is not None)
+                for key, state in zip(keys, states, strict=True)]
 
 
 # -- the HTTP API ---------------------------------------------------------------------------------
