@@ -6,12 +6,16 @@ Parity with the batch engine and the reference over generated streams is in
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import evenflow as ef
 from evenflow.batch.engine import BatchEngine
-from evenflow.stream.engine import StreamEngine
+from evenflow.stream.engine import StreamEngine, _key_from_text, _key_text
 
 
 def _pipeline(rows: list[dict], steps: list, features: list, **fields: object) -> ef.Pipeline:
@@ -112,3 +116,13 @@ def test_near_dedup_is_refused_on_the_stream_with_the_fix() -> None:
     with pytest.raises(ef.DefinitionError, match="near-duplicate") as err:
         StreamEngine(p)
     assert "batch" in str(err.value)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(key=st.tuples(st.one_of(st.text(max_size=6), st.integers(), st.booleans(), st.none(),
+                               st.floats(allow_nan=False, allow_infinity=False)),
+                     st.one_of(st.text(alphabet="ab\"\\\t é", max_size=4), st.integers())))
+def test_memory_key_text_is_the_json_of_the_key(key):
+    """The checkpoint's name for a dedup key: the fast path writes exactly what json.dumps does."""
+    assert _key_text(key) == json.dumps(list(key), separators=(",", ":"))
+    assert _key_from_text(_key_text(key)) == key

@@ -504,20 +504,23 @@ class StreamEngine:
         each (``card|~d|dedup:transaction_id|["t1"]``), so a checkpoint writes what changed,
         never the whole memory.
         """
+        # Packers made once per call (packb would build one per blob), as KeyState.to_blob packs.
         msgpack = _msgpack()
+        pack_state = msgpack.Packer(use_bin_type=True).pack
+        pack = msgpack.Packer(use_bin_type=True, default=_wire_value).pack
         out: dict[str, bytes | None] = {}
         for name, fs in self.sets.items():
             for entity in fs.dirty:
                 state = fs.states.get(entity)
-                out[state_id(name, entity)] = None if state is None else state.to_blob()
+                out[state_id(name, entity)] = None if state is None else pack_state(state.to_wire())
             fs.dirty.clear()
             for (kind, what), keys in fs.memory_dirty.items():
                 memory = fs._memory(kind, what)
+                prefix = f"{name}|~{kind}|{what}|"
                 for key in keys:
                     entry = memory.get(key)
-                    sid = f"{name}|~{kind}|{what}|{_key_text(key if kind == 'd' else (key,))}"
-                    out[sid] = None if entry is None else \
-                        msgpack.packb(entry, use_bin_type=True, default=_wire_value)
+                    text = _key_text(key if kind == "d" else (key,))
+                    out[prefix + text] = None if entry is None else pack(entry)
             fs.memory_dirty.clear()
         return out
 
@@ -572,7 +575,14 @@ class StreamEngine:
 
 
 def _key_text(key: tuple[Any, ...]) -> str:
-    """A dedup key or unique value as JSON text that reads back to the same typed values."""
+    """A dedup key or unique value as JSON text that reads back to the same typed values.
+
+    >>> _key_text(("t1", 7)), _key_text((1.5, None))
+    ('["t1",7]', '[1.5,null]')
+    """
+    if all((type(v) is str and v.isascii() and v.isprintable() and '"' not in v and "\\" not in v)
+           or type(v) is int for v in key):     # what json.dumps would write, without it
+        return "[" + ",".join(f'"{v}"' if type(v) is str else str(v) for v in key) + "]"
     return json.dumps([{"__evenflow_ts": to_micros(v)} if isinstance(v, datetime) else v
                        for v in key], separators=(",", ":"))
 
