@@ -87,7 +87,12 @@ class Col:
         if self.kind == "obj":
             if set(map(type, self.data)) <= {str, type(None)}:
                 return pa.array(self.data, type=pa.string())
-            return pa.array(self.data)
+            try:
+                return pa.array(self.data)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                # Values of several types (an expression that returns text or a number): a
+                # column holds one type, so they are kept as their text.
+                return pa.array([None if v is None else str(v) for v in self.data], pa.string())
         mask = self.null if self.null is not None and self.null.any() else None
         if self.kind == "ts":
             return pa.array(self.data, type=TS, mask=mask)
