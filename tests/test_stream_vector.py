@@ -289,3 +289,14 @@ def test_outputs_are_typed_arrow_tables():
     assert table.schema.field("count_1h").type == pa.int64()
     assert table.to_pylist()[0]["ts"] == dt.datetime(2026, 3, 1, 9, tzinfo=dt.UTC)
     assert np.isclose(table.column("mean_amount_1h").to_pylist()[0], 2.5)
+
+
+def test_an_expression_of_mixed_types_is_kept_as_text():
+    fs = ef.FeatureSet("fs", source=_source([], False),
+                       features=[ef.count(window="1h"), ef.derive("who", "coalesce(merchant, 1)")])
+    eng = StreamEngine(ef.Pipeline(name="p", feature_sets=[fs]))
+    recs = [{"txn": "t1", "card": "k1", "ts": "2026-03-01T10:00:00Z", "merchant": "m1"},
+            {"txn": "t2", "card": "k1", "ts": "2026-03-01T10:01:00Z", "merchant": None}]
+    res = eng.process_batch(recs)
+    assert [r["who"] for r in res.rows("fs")] == ["m1", "1"]
+    assert res.outputs["fs"].schema.field("who").type == pa.string()
