@@ -194,7 +194,10 @@ def run_evenflow(ctx: dict[str, Any], plan: str = "auto", *, retrieval: bool = F
     card = ef.FeatureSet("card", source=events, features=features)
     pipeline = ef.Pipeline(name="bench", feature_sets=[card], training_set=ef.TrainingSetSpec(
         name="bench", labels=labels, label="y", features=["card"],
-        split=ef.RandomSplit(test_size=0.2, seed=0)))
+        split=ef.RandomSplit(test_size=0.2, seed=0),
+        # Generated cards often have a single event in both windows; such rows repeat across the
+        # splits by chance. The check still runs (its time counts); only its verdict is accepted.
+        accept=["duplicate_rows_across_splits"]))
     reporter = TimingReporter()
     engine = BatchEngine(pipeline, memory_limit=ctx["memory_limit"], threads=ctx["threads"],
                          temp_directory=ctx["spill"], reporter=reporter)
