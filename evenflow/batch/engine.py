@@ -32,7 +32,7 @@ from evenflow.core.source import Source
 from evenflow.core.steps import Artifact, Dedup, projection
 from evenflow.errors import DefinitionError
 from evenflow.io.readers import open_source
-from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation_sql
+from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation
 from evenflow.verify.contracts import ContractResult, evaluate_contracts
 from evenflow.verify.neardup import NearDedup
 
@@ -158,23 +158,29 @@ class BatchEngine:
         if source.event_time and source.event_time not in schema.fields:
             raise DefinitionError(f"source {name!r}: event_time {source.event_time!r} not in schema")
         with self.stage(f"validate {name}"):
-            sql, raw_columns = validation_sql(self.con, raw, source, schema)
+            check = validation(self.con, raw, source, schema)
+            raw_columns = check.raw_columns
             payload = "r.__line" if "__line" in raw_columns else payload_sql(raw_columns, "r.")
             raw_columns = [c for c in raw_columns if c != "__line"]
-            # One pass types and checks every record; the valid rows are a view over it, so the
-            # events are materialized once.
-            checked = q(table + "__checked")
             cols = ", ".join(q(c) for c in schema.fields)
-            self.con.execute(f"CREATE OR REPLACE TABLE {checked} AS {sql}")
             rejected = self._quarantine_rejects(raw, name)
-            self.con.execute(
-                f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, c.__seq, "
-                f"{payload}, split_part(c.__fail, '|', 1), "
-                f"split_part(c.__fail, '|', 2), 'schema', "
-                f"regexp_extract(c.__fail, '^[^|]*[|][^|]*[|](.*)$', 1) "
-                f"FROM (SELECT * FROM {checked} WHERE __fail IS NOT NULL) c JOIN {q(raw)} r USING (__seq)")
-            self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT {cols}, __seq "
-                             f"FROM {checked} WHERE __fail IS NULL")
+            if check.as_read and not self.con.sql(check.failures_sql).fetchall()[0][0]:
+                # Typed as read and no record fails: the valid rows are the raw relation itself,
+                # with nothing to copy (a Parquet file stays a scan, as a hand query reads it).
+                self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT {cols}, __seq FROM {q(raw)}")
+            else:
+                # One pass types and checks every record; the valid rows are a view over it, so
+                # the events are materialized once.
+                checked = q(table + "__checked")
+                self.con.execute(f"CREATE OR REPLACE TABLE {checked} AS {check.sql}")
+                self.con.execute(
+                    f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, c.__seq, "
+                    f"{payload}, split_part(c.__fail, '|', 1), "
+                    f"split_part(c.__fail, '|', 2), 'schema', "
+                    f"regexp_extract(c.__fail, '^[^|]*[|][^|]*[|](.*)$', 1) "
+                    f"FROM (SELECT * FROM {checked} WHERE __fail IS NOT NULL) c JOIN {q(raw)} r USING (__seq)")
+                self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT {cols}, __seq "
+                                 f"FROM {checked} WHERE __fail IS NULL")
         results: list[ContractResult] = []
         if source.contracts:
             with self.stage(f"contracts {name}"):
