@@ -183,14 +183,39 @@ def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None, *,
             f"GROUP BY p.__qid, p.__t")
 
 
-def join_pairs_sql(ev: EventsShape, points: str, longest: int) -> str:
-    """How many (query point, event) pairs the bucketed join would form: its cost."""
+def point_stats_sql(ev: EventsShape, points: str, longest: int | None, *, events_every: int = 1,
+                    points_every: int = 1) -> str:
+    """What the engine measures before computing features at ``points``, in one query.
+
+    Columns: the (query point, event) pairs the bucketed join with buckets ``longest`` wide
+    would form (its cost; 0 without ``longest``), the events, the query points, and the query
+    points whose entity had no event at or before their time.
+
+    The pairs may be estimated on a sample: one event in ``events_every`` and one point in
+    ``points_every``, picked by a hash of their position (the same sample on every run), the
+    pairs among them scaled back up. Each sampled pair stands for ``events_every ·
+    points_every`` pairs, whatever the skew, so a hot key still shows. The other counts are
+    exact.
+    """
     keys = ", ".join(q(k) for k in ev.key)
-    on = " AND ".join(f"e.{q(k)} = p.{q(k)}" for k in ev.key)
-    return (f"WITH e AS (SELECT {keys}, epoch_us({q(ev.event_time)}) // {longest} AS b, count(*) AS n "
-            f"FROM {ev.table} GROUP BY ALL), "
-            f"p AS (SELECT {keys}, __t // {longest} AS b, count(*) AS n FROM {points} GROUP BY ALL) "
-            f"SELECT coalesce(sum(p.n * e.n), 0) FROM p JOIN e ON {on} AND e.b IN (p.b, p.b - 1)")
+    et = f"epoch_us({q(ev.event_time)})"
+    ctes = [f"f AS (SELECT {keys}, min({et}) AS first_t FROM {ev.table} GROUP BY ALL)"]
+    pairs = "0"
+    if longest:
+        on = " AND ".join(f"e.{q(k)} = p.{q(k)}" for k in ev.key)
+        e_where = f" WHERE hash(__seq) % {events_every} = 0" if events_every > 1 else ""
+        p_where = f" WHERE hash(__qid, 'point') % {points_every} = 0" if points_every > 1 else ""
+        # each point probes its own bucket and the one before: an equi-join on (key, bucket)
+        ctes += [f"e AS (SELECT {keys}, {et} // {longest} AS b, count(*) AS n FROM {ev.table}{e_where} "
+                 "GROUP BY ALL)",
+                 f"p AS (SELECT {keys}, __t // {longest} - __k AS b, count(*) AS n "
+                 f"FROM {points}, range(2) AS __r(__k){p_where} GROUP BY ALL)"]
+        pairs = (f"(SELECT {events_every * points_every} * coalesce(sum(p.n * e.n), 0) "
+                 f"FROM p JOIN e ON {on} AND e.b = p.b)")
+    fon = " AND ".join(f"f.{q(k)} = p.{q(k)}" for k in ev.key)
+    return (f"WITH {', '.join(ctes)} SELECT {pairs}, (SELECT count(*) FROM {ev.table}), "
+            f"(SELECT count(*) FROM {points}), (SELECT count(*) FROM {points} AS p LEFT JOIN f "
+            f"ON {fon} WHERE f.first_t IS NULL OR f.first_t > p.__t)")
 
 
 def derived_sql(aggregates_sql: str, record_sql: str, aggs: list[Aggregate],

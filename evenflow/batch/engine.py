@@ -93,6 +93,21 @@ class PreparedEvents:
                 "quarantined": self.quarantined, "duplicates": self.duplicates, "reconciles": ok}
 
 
+@dataclass(frozen=True)
+class PointStats:
+    """What the engine measures on the events before features at query points."""
+
+    #: (query point, event) pairs the bucketed join with buckets ``longest`` wide would form,
+    #: estimated on a sample of a large input (``compile.point_stats_sql``)
+    pairs: int
+    events: int
+    points: int
+    #: query points whose entity had no event at or before their time
+    without_history: int
+    #: the bucket width ``pairs`` was measured with (None: not measured, ``pairs`` is 0)
+    longest: int | None = None
+
+
 class BatchEngine:
     """Runs a pipeline's definitions on DuckDB, in memory or spilling to disk.
 
@@ -363,7 +378,10 @@ class BatchEngine:
         return "join" if ev.available_time else "window"
 
     def aggregates_sql(self, ev: PreparedEvents, points: str | None,
-                       plan: Literal["auto", "window", "join"] = "auto") -> str:
+                       plan: Literal["auto", "window", "join"] = "auto", *,
+                       stats: PointStats | None = None) -> str:
+        """SQL for the aggregates of ``ev`` at ``points`` (every event when None): ``__qid`` and
+        one column per aggregate. ``stats`` (from :meth:`point_stats`) saves measuring again."""
         aggs = ev.feature_set.aggregates
         if not aggs:
             return (f"SELECT __seq AS __qid FROM {q(ev.table)}" if points is None
@@ -382,7 +400,7 @@ class BatchEngine:
         if running:
             parts.append(C.asof_sql(shape, running, points, self._nonnull_columns(ev, running)))
         if bounded:
-            if plan == "auto" and self._join_is_cheap(shape, bounded, points):
+            if plan == "auto" and self._join_is_cheap(shape, bounded, points, stats=stats):
                 parts.append(C.join_sql(shape, bounded, points, bitemporal=False))
             else:
                 rest = bounded + rest
@@ -395,26 +413,50 @@ class BatchEngine:
             body += f" JOIN ({part}) AS p{i} USING (__qid)"
         return f"SELECT * FROM {body}"
 
-    def _join_is_cheap(self, shape: C.EventsShape, bounded: list[Aggregate], points: str) -> bool:
+    def cost_window(self, ev: PreparedEvents, points: str | None,
+                    plan: Literal["auto", "window", "join"] = "auto") -> int | None:
+        """The bucket width whose join cost :meth:`aggregates_sql` weighs at ``points``: the
+        longest bounded window when it will choose between the join and the window plan."""
+        if points is None or plan != "auto" or ev.available_time:
+            return None
+        return max((a.window_us for a in ev.feature_set.aggregates if a.window_us is not None),
+                   default=None)
+
+    def point_stats(self, ev: PreparedEvents, points: str, *, longest: int | None = None) -> PointStats:
+        """Measured in one pass over the events: the bucketed join's pairs (with ``longest``),
+        the row counts and the query points without history."""
+        return self._point_stats(self._shape(ev), points, longest)
+
+    #: about this many events and query points are enough to estimate the join's pairs
+    COST_SAMPLE_EVENTS = 500_000
+    COST_SAMPLE_POINTS = 250_000
+
+    def _point_stats(self, shape: C.EventsShape, points: str, longest: int | None) -> PointStats:
+        every_event = every_point = 1
+        if longest:
+            n_events, n_points = self.con.sql(f"SELECT (SELECT count(*) FROM {shape.table}), "
+                                              f"(SELECT count(*) FROM {points})").fetchall()[0]
+            every_event = max(1, int(n_events) // self.COST_SAMPLE_EVENTS)
+            every_point = max(1, int(n_points) // self.COST_SAMPLE_POINTS)
+        pairs, events, n_points, without = self.con.sql(C.point_stats_sql(
+            shape, points, longest, events_every=every_event, points_every=every_point)).fetchall()[0]
+        return PointStats(int(pairs), int(events), int(n_points), int(without), longest)
+
+    def _join_is_cheap(self, shape: C.EventsShape, bounded: list[Aggregate], points: str, *,
+                       stats: PointStats | None = None) -> bool:
         """The bucketed join wins unless hot keys make it pair far more rows than it reads.
 
         The window plan sorts events and points once, whatever the skew; the join is faster on
         typical data but its pairs grow with the events per window of the busiest keys.
         """
         longest = max(a.window_us or 0 for a in bounded)
-        pairs = int(self.con.sql(C.join_pairs_sql(shape, points, longest)).fetchall()[0][0])
-        rows = self._count(shape.table.strip('"')) + int(
-            self.con.sql(f"SELECT count(*) FROM {points}").fetchall()[0][0])
-        return pairs <= 8 * rows
+        if stats is None or stats.longest != longest:
+            stats = self._point_stats(shape, points, longest)
+        return stats.pairs <= 8 * (stats.events + stats.points)
 
     def rows_without_history(self, ev: PreparedEvents, points: str) -> int:
         """Query points whose entity had no event at or before their time."""
-        keys = ", ".join(q(k) for k in ev.key)
-        on = " AND ".join(f"f.{q(k)} = p.{q(k)}" for k in ev.key)
-        return int(self.con.sql(
-            f"SELECT count(*) FROM {points} AS p LEFT JOIN (SELECT {keys}, "
-            f"min(epoch_us({q(ev.event_time)})) AS first_t FROM {q(ev.table)} GROUP BY ALL) AS f "
-            f"ON {on} WHERE f.first_t IS NULL OR f.first_t > p.__t").fetchall()[0][0])
+        return self.point_stats(ev, points).without_history
 
     def _nonnull_columns(self, ev: PreparedEvents, aggs: list[Aggregate]) -> set[str]:
         """Columns of ``aggs`` without a single null among the prepared events."""

@@ -312,7 +312,9 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
         raise DefinitionError("the window plan cannot honour available_time or a knowledge time "
                               "earlier than the observation time", fix="use plan='join' or 'auto'")
     chosen: Literal["auto", "window", "join"] = plan if window_ok else "join"
-    aggs_sql = eng.aggregates_sql(ev, points, chosen)
+    # one pass over the events: the plan's cost and the rows without history
+    stats = eng.point_stats(ev, points, longest=eng.cost_window(ev, points, chosen))
+    aggs_sql = eng.aggregates_sql(ev, points, chosen, stats=stats)
     if fs.derived:
         columns = {r[0] for r in eng.con.sql("DESCRIBE __points").fetchall()}
         sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", fs.aggregates, fs.derived, [], columns)
@@ -320,7 +322,7 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
         sql = aggs_sql
     table = f"__feat__{fs.name}"
     eng.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS {sql}")
-    return table, eng.rows_without_history(ev, "__points")
+    return table, stats.without_history
 
 
 def _card(eng: BatchEngine, spec: TrainingSetSpec, pipeline: Pipeline, table: pa.Table,
