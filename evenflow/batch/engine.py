@@ -102,8 +102,6 @@ class PointStats:
     pairs: int
     events: int
     points: int
-    #: query points whose entity had no event at or before their time
-    without_history: int
     #: the bucket width ``pairs`` was measured with (None: not measured, ``pairs`` is 0)
     longest: int | None = None
 
@@ -379,9 +377,10 @@ class BatchEngine:
 
     def aggregates_sql(self, ev: PreparedEvents, points: str | None,
                        plan: Literal["auto", "window", "join"] = "auto", *,
-                       stats: PointStats | None = None) -> str:
+                       stats: PointStats | None = None, recent: bool = False) -> str:
         """SQL for the aggregates of ``ev`` at ``points`` (every event when None): ``__qid`` and
-        one column per aggregate. ``stats`` (from :meth:`point_stats`) saves measuring again."""
+        one column per aggregate. ``stats`` (from :meth:`point_stats`) saves measuring again.
+        ``recent``: a join at the points also gives ``__recent`` (see ``compile.join_sql``)."""
         aggs = ev.feature_set.aggregates
         if not aggs:
             return (f"SELECT __seq AS __qid FROM {q(ev.table)}" if points is None
@@ -391,7 +390,7 @@ class BatchEngine:
             chosen = self.choose_plan(ev, plan)
             return (C.window_sql if chosen == "window" else C.join_sql)(shape, aggs, None)
         if plan == "join" or ev.available_time:
-            return C.join_sql(shape, aggs, points)
+            return C.join_sql(shape, aggs, points, recent=recent)
         # Query points, no bitemporal filter: each aggregate takes the cheapest exact path.
         running = [a for a in aggs if C.asof_capable(a)]
         bounded = [a for a in aggs if a.window_us is not None]
@@ -401,7 +400,7 @@ class BatchEngine:
             parts.append(C.asof_sql(shape, running, points, self._nonnull_columns(ev, running)))
         if bounded:
             if plan == "auto" and self._join_is_cheap(shape, bounded, points, stats=stats):
-                parts.append(C.join_sql(shape, bounded, points, bitemporal=False))
+                parts.append(C.join_sql(shape, bounded, points, bitemporal=False, recent=recent))
             else:
                 rest = bounded + rest
         if rest:
@@ -423,8 +422,7 @@ class BatchEngine:
                    default=None)
 
     def point_stats(self, ev: PreparedEvents, points: str, *, longest: int | None = None) -> PointStats:
-        """Measured in one pass over the events: the bucketed join's pairs (with ``longest``),
-        the row counts and the query points without history."""
+        """The bucketed join's pairs (with ``longest``) and the row counts, measured on the data."""
         return self._point_stats(self._shape(ev), points, longest)
 
     #: about this many events and query points are enough to estimate the join's pairs
@@ -438,9 +436,9 @@ class BatchEngine:
                                               f"(SELECT count(*) FROM {points})").fetchall()[0]
             every_event = max(1, int(n_events) // self.COST_SAMPLE_EVENTS)
             every_point = max(1, int(n_points) // self.COST_SAMPLE_POINTS)
-        pairs, events, n_points, without = self.con.sql(C.point_stats_sql(
+        pairs, events, n_points = self.con.sql(C.point_stats_sql(
             shape, points, longest, events_every=every_event, points_every=every_point)).fetchall()[0]
-        return PointStats(int(pairs), int(events), int(n_points), int(without), longest)
+        return PointStats(int(pairs), int(events), int(n_points), longest)
 
     def _join_is_cheap(self, shape: C.EventsShape, bounded: list[Aggregate], points: str, *,
                        stats: PointStats | None = None) -> bool:
@@ -454,9 +452,10 @@ class BatchEngine:
             stats = self._point_stats(shape, points, longest)
         return stats.pairs <= 8 * (stats.events + stats.points)
 
-    def rows_without_history(self, ev: PreparedEvents, points: str) -> int:
-        """Query points whose entity had no event at or before their time."""
-        return self.point_stats(ev, points).without_history
+    def rows_without_history(self, ev: PreparedEvents, points: str, *, few: bool = False) -> int:
+        """Query points whose entity had no event at or before their time (``few``: see
+        ``compile.history_sql``)."""
+        return int(self.con.sql(C.history_sql(self._shape(ev), points, few=few)).fetchall()[0][0])
 
     def _nonnull_columns(self, ev: PreparedEvents, aggs: list[Aggregate]) -> set[str]:
         """Columns of ``aggs`` without a single null among the prepared events."""
