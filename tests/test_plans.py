@@ -90,3 +90,45 @@ def test_bucket_width_is_the_longest_window() -> None:
     shape = C.EventsShape("ev", ["card"], "ts", None, ["amount"])
     sql = C.join_sql(shape, [ef.count(window="1h"), ef.count(window="1d")], "pts")
     assert "// 86400000000" in sql and "range(2)" in sql
+
+
+def _points_engine(hot: bool) -> tuple[BatchEngine, C.EventsShape]:
+    ev, lab = _tables(hot=hot)
+    tx = ef.source.frame(ev, name="tx", key="card", event_time="ts")
+    fs = ef.FeatureSet("card", source=tx, features=FEATURES)
+    eng = BatchEngine(ef.Pipeline(name="p", feature_sets=[fs]))
+    shape = eng._shape(eng.prepare(fs))
+    eng.con.register("pts_arrow", lab)
+    eng.con.execute("CREATE TABLE pts AS SELECT row_number() OVER () AS __qid, card, epoch_us(ts) AS __t, "
+                    "epoch_us(ts) AS __a FROM pts_arrow")
+    return eng, shape
+
+
+def test_sampled_join_cost_is_close_to_the_exact_count_and_still_sees_a_hot_key() -> None:
+    bounded = [a for a in FEATURES if a.window_us is not None]
+    longest = max(a.window_us or 0 for a in bounded)
+    for hot in (False, True):
+        eng, shape = _points_engine(hot)
+        exact = eng._point_stats(shape, "pts", longest)
+        eng.COST_SAMPLE_EVENTS, eng.COST_SAMPLE_POINTS = 300, 150  # every 10th event, 4th point
+        sampled = eng._point_stats(shape, "pts", longest)
+        assert (sampled.events, sampled.points) == (exact.events, exact.points)  # counts stay exact
+        assert sampled.pairs != exact.pairs and abs(sampled.pairs - exact.pairs) <= 0.25 * exact.pairs
+        assert eng._join_is_cheap(shape, bounded, "pts", stats=sampled) is (not hot)
+
+
+def test_rows_without_history_counts_points_before_their_entity_s_first_event() -> None:
+    eng, shape = _points_engine(hot=False)
+    prepared = eng.prepare(eng.pipeline.feature_sets[0])
+    want = eng.con.sql(f"SELECT count(*) FROM pts p WHERE NOT EXISTS (SELECT 1 FROM {shape.table} e "
+                       "WHERE e.card = p.card AND epoch_us(e.ts) <= p.__t)").fetchall()[0][0]
+    assert want > 0
+    assert eng.rows_without_history(prepared, "pts") == want
+    assert eng.rows_without_history(prepared, "pts", few=True) == want
+    # only the points that joined no event are looked up, and they give the same count
+    bounded = [a for a in FEATURES if a.window_us is not None]
+    for sql in (eng.aggregates_sql(prepared, "pts", "join", recent=True),  # the whole history
+                C.join_sql(shape, bounded, "pts", bitemporal=False, recent=True)):  # buckets of 1d
+        eng.con.execute(f"CREATE OR REPLACE TABLE feat AS {sql}")
+        others = "(SELECT p.* FROM pts p JOIN feat f USING (__qid) WHERE f.__recent = 0)"
+        assert eng.rows_without_history(prepared, others, few=True) == want

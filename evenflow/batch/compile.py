@@ -142,11 +142,14 @@ def window_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None) -> st
 
 
 def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None, *,
-             bitemporal: bool = True) -> str:
+             bitemporal: bool = True, recent: bool = False) -> str:
     """Aggregates by the join plan. ``points`` needs ``__qid``, keys, ``__t``, ``__a``.
 
     ``bitemporal=False`` promises that ``available_time <= a`` excludes nothing (events known
     at their event time, every ``a >= t``), which drops that predicate.
+
+    ``recent`` adds ``__recent``: how many events the point joined, all at or before its time.
+    A point that joined one has history; only the others need looking up (``history_sql``).
 
     When every window is bounded, time buckets of the longest window's width join the hash key:
     a query point probes its own bucket and the one before, so it meets only the events of its
@@ -177,28 +180,67 @@ def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None, *,
         if cond:
             raw += f" FILTER (WHERE {' AND '.join(cond)})"
         selects.append(f"{_finish(a, raw, 'p.__t', ev.int_columns)} AS {q(a.name)}")
+    if recent:
+        selects.append("count(e.__ev) AS __recent")
     known = " AND e.__a <= p.__a" if bitemporal else ""
     return (f"SELECT p.__qid, {', '.join(selects)} FROM {points_sql} AS p "
             f"LEFT JOIN ({events}) AS e ON {on} AND e.__t <= p.__t{known} "
             f"GROUP BY p.__qid, p.__t")
 
 
-def join_pairs_sql(ev: EventsShape, points: str, longest: int) -> str:
-    """How many (query point, event) pairs the bucketed join would form: its cost."""
+def point_stats_sql(ev: EventsShape, points: str, longest: int | None, *, events_every: int = 1,
+                    points_every: int = 1) -> str:
+    """What the engine measures before computing features at ``points``, in one query.
+
+    Columns: the (query point, event) pairs the bucketed join with buckets ``longest`` wide
+    would form (its cost; 0 without ``longest``), the events and the query points.
+
+    The pairs may be estimated on a sample: one event in ``events_every`` and one point in
+    ``points_every``, picked by a hash of their position (the same sample on every run), the
+    pairs among them scaled back up. Each sampled pair stands for ``events_every ·
+    points_every`` pairs, whatever the skew, so a hot key still shows. The counts are exact.
+    """
+    counts = f"(SELECT count(*) FROM {ev.table}), (SELECT count(*) FROM {points})"
+    if not longest:
+        return f"SELECT 0, {counts}"
     keys = ", ".join(q(k) for k in ev.key)
     on = " AND ".join(f"e.{q(k)} = p.{q(k)}" for k in ev.key)
-    return (f"WITH e AS (SELECT {keys}, epoch_us({q(ev.event_time)}) // {longest} AS b, count(*) AS n "
-            f"FROM {ev.table} GROUP BY ALL), "
-            f"p AS (SELECT {keys}, __t // {longest} AS b, count(*) AS n FROM {points} GROUP BY ALL) "
-            f"SELECT coalesce(sum(p.n * e.n), 0) FROM p JOIN e ON {on} AND e.b IN (p.b, p.b - 1)")
+    et = f"epoch_us({q(ev.event_time)})"
+    e_where = f" WHERE hash(__seq) % {events_every} = 0" if events_every > 1 else ""
+    p_where = f" WHERE hash(__qid, 'point') % {points_every} = 0" if points_every > 1 else ""
+    # each point probes its own bucket and the one before: an equi-join on (key, bucket)
+    return (f"WITH e AS (SELECT {keys}, {et} // {longest} AS b, count(*) AS n FROM {ev.table}{e_where} "
+            f"GROUP BY ALL), p AS (SELECT {keys}, __t // {longest} - __k AS b, count(*) AS n "
+            f"FROM {points}, range(2) AS __r(__k){p_where} GROUP BY ALL) "
+            f"SELECT (SELECT {events_every * points_every} * coalesce(sum(p.n * e.n), 0) "
+            f"FROM p JOIN e ON {on} AND e.b = p.b), {counts}")
+
+
+def history_sql(ev: EventsShape, points: str, *, few: bool = False) -> str:
+    """How many of ``points`` have no event of their entity at or before their time.
+
+    ``few``: the points are a small part of the entities, so only their entities' events are
+    grouped (a semi-join first) instead of every entity's.
+    """
+    keys = ", ".join(q(k) for k in ev.key)
+    events = f"{ev.table} AS e"
+    if few:
+        son = " AND ".join(f"e.{q(k)} = c.{q(k)}" for k in ev.key)
+        events += f" SEMI JOIN (SELECT DISTINCT {keys} FROM {points}) AS c ON {son}"
+    ekeys = ", ".join(f"e.{q(k)}" for k in ev.key)
+    on = " AND ".join(f"f.{q(k)} = p.{q(k)}" for k in ev.key)
+    return (f"SELECT count(*) FROM {points} AS p LEFT JOIN (SELECT {ekeys}, min(e.{q(ev.event_time)}) "
+            f"AS first_t FROM {events} GROUP BY ALL) AS f ON {on} "
+            f"WHERE f.first_t IS NULL OR epoch_us(f.first_t) > p.__t")
 
 
 def derived_sql(aggregates_sql: str, record_sql: str, aggs: list[Aggregate],
-                derived: list[Derived], keep: list[str], record_columns: set[str]) -> str:
+                derived: list[Derived], keep: list[str], record_columns: set[str],
+                carry: list[str] | None = None) -> str:
     """Join aggregates back to the record by ``__qid`` and add the row expressions.
 
     A name that is neither an aggregate nor a column of the record is null
-    (docs/semantics.md, row expressions).
+    (docs/semantics.md, row expressions). ``carry``: more columns of the aggregates to keep.
     """
     agg_names = {a.name for a in aggs}
     rename = {name: f"a.{q(name)}" for name in agg_names}
@@ -206,7 +248,8 @@ def derived_sql(aggregates_sql: str, record_sql: str, aggs: list[Aggregate],
         for name in d.parsed.columns() - agg_names - record_columns:
             rename[name] = "NULL"
     exprs = [f"{d.parsed.to_sql(rename)} AS {q(d.name)}" for d in derived]
-    cols = [f"r.{q(c)}" for c in keep] + [f"a.{q(a.name)}" for a in aggs] + exprs
+    cols = ([f"r.{q(c)}" for c in keep] + [f"a.{q(a.name)}" for a in aggs] + exprs
+            + [f"a.{q(c)}" for c in carry or []])
     return (f"SELECT r.__qid, {', '.join(cols)} FROM ({record_sql}) AS r "
             f"JOIN ({aggregates_sql}) AS a USING (__qid)")
 

@@ -32,7 +32,7 @@ from evenflow.core.source import Source
 from evenflow.core.steps import Artifact, Dedup, projection
 from evenflow.errors import DefinitionError
 from evenflow.io.readers import open_source
-from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation_sql
+from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation
 from evenflow.verify.contracts import ContractResult, evaluate_contracts
 from evenflow.verify.neardup import NearDedup
 
@@ -91,6 +91,19 @@ class PreparedEvents:
         ok = self.rows_in == self.rows_out + self.quarantined + self.duplicates
         return {"source": self.loaded.source.name, "input": self.rows_in, "output": self.rows_out,
                 "quarantined": self.quarantined, "duplicates": self.duplicates, "reconciles": ok}
+
+
+@dataclass(frozen=True)
+class PointStats:
+    """What the engine measures on the events before features at query points."""
+
+    #: (query point, event) pairs the bucketed join with buckets ``longest`` wide would form,
+    #: estimated on a sample of a large input (``compile.point_stats_sql``)
+    pairs: int
+    events: int
+    points: int
+    #: the bucket width ``pairs`` was measured with (None: not measured, ``pairs`` is 0)
+    longest: int | None = None
 
 
 class BatchEngine:
@@ -158,23 +171,29 @@ class BatchEngine:
         if source.event_time and source.event_time not in schema.fields:
             raise DefinitionError(f"source {name!r}: event_time {source.event_time!r} not in schema")
         with self.stage(f"validate {name}"):
-            sql, raw_columns = validation_sql(self.con, raw, source, schema)
+            check = validation(self.con, raw, source, schema)
+            raw_columns = check.raw_columns
             payload = "r.__line" if "__line" in raw_columns else payload_sql(raw_columns, "r.")
             raw_columns = [c for c in raw_columns if c != "__line"]
-            # One pass types and checks every record; the valid rows are a view over it, so the
-            # events are materialized once.
-            checked = q(table + "__checked")
             cols = ", ".join(q(c) for c in schema.fields)
-            self.con.execute(f"CREATE OR REPLACE TABLE {checked} AS {sql}")
             rejected = self._quarantine_rejects(raw, name)
-            self.con.execute(
-                f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, c.__seq, "
-                f"{payload}, split_part(c.__fail, '|', 1), "
-                f"split_part(c.__fail, '|', 2), 'schema', "
-                f"regexp_extract(c.__fail, '^[^|]*[|][^|]*[|](.*)$', 1) "
-                f"FROM (SELECT * FROM {checked} WHERE __fail IS NOT NULL) c JOIN {q(raw)} r USING (__seq)")
-            self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT {cols}, __seq "
-                             f"FROM {checked} WHERE __fail IS NULL")
+            if check.as_read and not self.con.sql(check.failures_sql).fetchall()[0][0]:
+                # Typed as read and no record fails: the valid rows are the raw relation itself,
+                # with nothing to copy (a Parquet file stays a scan, as a hand query reads it).
+                self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT {cols}, __seq FROM {q(raw)}")
+            else:
+                # One pass types and checks every record; the valid rows are a view over it, so
+                # the events are materialized once.
+                checked = q(table + "__checked")
+                self.con.execute(f"CREATE OR REPLACE TABLE {checked} AS {check.sql}")
+                self.con.execute(
+                    f"INSERT INTO __quarantine SELECT {lit(name)}, NULL, c.__seq, "
+                    f"{payload}, split_part(c.__fail, '|', 1), "
+                    f"split_part(c.__fail, '|', 2), 'schema', "
+                    f"regexp_extract(c.__fail, '^[^|]*[|][^|]*[|](.*)$', 1) "
+                    f"FROM (SELECT * FROM {checked} WHERE __fail IS NOT NULL) c JOIN {q(raw)} r USING (__seq)")
+                self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT {cols}, __seq "
+                                 f"FROM {checked} WHERE __fail IS NULL")
         results: list[ContractResult] = []
         if source.contracts:
             with self.stage(f"contracts {name}"):
@@ -357,7 +376,11 @@ class BatchEngine:
         return "join" if ev.available_time else "window"
 
     def aggregates_sql(self, ev: PreparedEvents, points: str | None,
-                       plan: Literal["auto", "window", "join"] = "auto") -> str:
+                       plan: Literal["auto", "window", "join"] = "auto", *,
+                       stats: PointStats | None = None, recent: bool = False) -> str:
+        """SQL for the aggregates of ``ev`` at ``points`` (every event when None): ``__qid`` and
+        one column per aggregate. ``stats`` (from :meth:`point_stats`) saves measuring again.
+        ``recent``: a join at the points also gives ``__recent`` (see ``compile.join_sql``)."""
         aggs = ev.feature_set.aggregates
         if not aggs:
             return (f"SELECT __seq AS __qid FROM {q(ev.table)}" if points is None
@@ -367,7 +390,7 @@ class BatchEngine:
             chosen = self.choose_plan(ev, plan)
             return (C.window_sql if chosen == "window" else C.join_sql)(shape, aggs, None)
         if plan == "join" or ev.available_time:
-            return C.join_sql(shape, aggs, points)
+            return C.join_sql(shape, aggs, points, recent=recent)
         # Query points, no bitemporal filter: each aggregate takes the cheapest exact path.
         running = [a for a in aggs if C.asof_capable(a)]
         bounded = [a for a in aggs if a.window_us is not None]
@@ -376,8 +399,8 @@ class BatchEngine:
         if running:
             parts.append(C.asof_sql(shape, running, points, self._nonnull_columns(ev, running)))
         if bounded:
-            if plan == "auto" and self._join_is_cheap(shape, bounded, points):
-                parts.append(C.join_sql(shape, bounded, points, bitemporal=False))
+            if plan == "auto" and self._join_is_cheap(shape, bounded, points, stats=stats):
+                parts.append(C.join_sql(shape, bounded, points, bitemporal=False, recent=recent))
             else:
                 rest = bounded + rest
         if rest:
@@ -389,26 +412,50 @@ class BatchEngine:
             body += f" JOIN ({part}) AS p{i} USING (__qid)"
         return f"SELECT * FROM {body}"
 
-    def _join_is_cheap(self, shape: C.EventsShape, bounded: list[Aggregate], points: str) -> bool:
+    def cost_window(self, ev: PreparedEvents, points: str | None,
+                    plan: Literal["auto", "window", "join"] = "auto") -> int | None:
+        """The bucket width whose join cost :meth:`aggregates_sql` weighs at ``points``: the
+        longest bounded window when it will choose between the join and the window plan."""
+        if points is None or plan != "auto" or ev.available_time:
+            return None
+        return max((a.window_us for a in ev.feature_set.aggregates if a.window_us is not None),
+                   default=None)
+
+    def point_stats(self, ev: PreparedEvents, points: str, *, longest: int | None = None) -> PointStats:
+        """The bucketed join's pairs (with ``longest``) and the row counts, measured on the data."""
+        return self._point_stats(self._shape(ev), points, longest)
+
+    #: about this many events and query points are enough to estimate the join's pairs
+    COST_SAMPLE_EVENTS = 500_000
+    COST_SAMPLE_POINTS = 250_000
+
+    def _point_stats(self, shape: C.EventsShape, points: str, longest: int | None) -> PointStats:
+        every_event = every_point = 1
+        if longest:
+            n_events, n_points = self.con.sql(f"SELECT (SELECT count(*) FROM {shape.table}), "
+                                              f"(SELECT count(*) FROM {points})").fetchall()[0]
+            every_event = max(1, int(n_events) // self.COST_SAMPLE_EVENTS)
+            every_point = max(1, int(n_points) // self.COST_SAMPLE_POINTS)
+        pairs, events, n_points = self.con.sql(C.point_stats_sql(
+            shape, points, longest, events_every=every_event, points_every=every_point)).fetchall()[0]
+        return PointStats(int(pairs), int(events), int(n_points), longest)
+
+    def _join_is_cheap(self, shape: C.EventsShape, bounded: list[Aggregate], points: str, *,
+                       stats: PointStats | None = None) -> bool:
         """The bucketed join wins unless hot keys make it pair far more rows than it reads.
 
         The window plan sorts events and points once, whatever the skew; the join is faster on
         typical data but its pairs grow with the events per window of the busiest keys.
         """
         longest = max(a.window_us or 0 for a in bounded)
-        pairs = int(self.con.sql(C.join_pairs_sql(shape, points, longest)).fetchall()[0][0])
-        rows = self._count(shape.table.strip('"')) + int(
-            self.con.sql(f"SELECT count(*) FROM {points}").fetchall()[0][0])
-        return pairs <= 8 * rows
+        if stats is None or stats.longest != longest:
+            stats = self._point_stats(shape, points, longest)
+        return stats.pairs <= 8 * (stats.events + stats.points)
 
-    def rows_without_history(self, ev: PreparedEvents, points: str) -> int:
-        """Query points whose entity had no event at or before their time."""
-        keys = ", ".join(q(k) for k in ev.key)
-        on = " AND ".join(f"f.{q(k)} = p.{q(k)}" for k in ev.key)
-        return int(self.con.sql(
-            f"SELECT count(*) FROM {points} AS p LEFT JOIN (SELECT {keys}, "
-            f"min(epoch_us({q(ev.event_time)})) AS first_t FROM {q(ev.table)} GROUP BY ALL) AS f "
-            f"ON {on} WHERE f.first_t IS NULL OR f.first_t > p.__t").fetchall()[0][0])
+    def rows_without_history(self, ev: PreparedEvents, points: str, *, few: bool = False) -> int:
+        """Query points whose entity had no event at or before their time (``few``: see
+        ``compile.history_sql``)."""
+        return int(self.con.sql(C.history_sql(self._shape(ev), points, few=few)).fetchall()[0][0])
 
     def _nonnull_columns(self, ev: PreparedEvents, aggs: list[Aggregate]) -> set[str]:
         """Columns of ``aggs`` without a single null among the prepared events."""

@@ -312,15 +312,25 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
         raise DefinitionError("the window plan cannot honour available_time or a knowledge time "
                               "earlier than the observation time", fix="use plan='join' or 'auto'")
     chosen: Literal["auto", "window", "join"] = plan if window_ok else "join"
-    aggs_sql = eng.aggregates_sql(ev, points, chosen)
+    # measured before the features: the bucketed join's cost, when the plan is to be chosen
+    longest = eng.cost_window(ev, points, chosen)
+    stats = eng.point_stats(ev, points, longest=longest) if longest else None
+    aggs_sql = eng.aggregates_sql(ev, points, chosen, stats=stats, recent=True)
+    recent = "__recent" in eng.con.sql(f"SELECT * FROM ({aggs_sql}) LIMIT 0").columns
     if fs.derived:
         columns = {r[0] for r in eng.con.sql("DESCRIBE __points").fetchall()}
-        sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", fs.aggregates, fs.derived, [], columns)
+        sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", fs.aggregates, fs.derived, [], columns,
+                            carry=["__recent"] if recent else [])
     else:
         sql = aggs_sql
     table = f"__feat__{fs.name}"
     eng.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS {sql}")
-    return table, eng.rows_without_history(ev, "__points")
+    if not recent:
+        return table, eng.rows_without_history(ev, points)
+    # A point that joined an event at or before its time has history; look up only the others.
+    others = (f"(SELECT p.* FROM {points} AS p JOIN {q(table)} AS f USING (__qid) "
+              "WHERE f.__recent = 0)")
+    return table, eng.rows_without_history(ev, others, few=True)
 
 
 def _card(eng: BatchEngine, spec: TrainingSetSpec, pipeline: Pipeline, table: pa.Table,

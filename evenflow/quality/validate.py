@@ -7,6 +7,8 @@ original payload. Nothing is dropped silently.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import duckdb
 
 from evenflow.core.schema import SQL_TYPES, Schema, Timestamp
@@ -79,53 +81,94 @@ def _typed(name: str, field: object, raw_type: str | None, source: Source) -> tu
     return f"TRY_CAST({col} AS {target})", "'wrong_type'"
 
 
+@dataclass(frozen=True)
+class Validation:
+    """The compiled schema check of one raw relation.
+
+    ``sql`` selects the typed fields, ``__seq`` and ``__fail`` (``reason|field|detail`` or null).
+    ``as_read``: every typed field is its raw column unchanged (a typed source such as Parquet
+    whose column types are the declared ones), so a check that finds no failing record leaves
+    the raw relation itself as the valid rows. ``failures_sql`` counts the failing records, or,
+    when non-null checks are the only rules, the nulls among the non-nullable columns (zero
+    exactly when no record fails; DuckDB reads them from Parquet statistics).
+    """
+
+    sql: str
+    raw_columns: list[str]
+    as_read: bool
+    failures_sql: str
+
+
 def validation_sql(con: duckdb.DuckDBPyConnection, raw: str, source: Source,
                    schema: Schema) -> tuple[str, list[str]]:
     """SQL selecting typed fields, ``__seq`` and ``__fail`` from ``raw``; and the raw columns."""
+    v = validation(con, raw, source, schema)
+    return v.sql, v.raw_columns
+
+
+def validation(con: duckdb.DuckDBPyConnection, raw: str, source: Source, schema: Schema) -> Validation:
+    """The schema check of ``raw`` (see :class:`Validation`)."""
     described = {r[0]: r[1] for r in con.sql(f"DESCRIBE {q(raw)}").fetchall()}
     raw_columns = [c for c in described if c != "__seq"]  # __line (NDJSON) is the payload
     required = {c for c in [*source.key, source.event_time, source.available_time] if c}
     selects, fails = [], []
+    as_read = True
+    not_null: list[str] = []  # columns whose only rule is "not null"
+    other_rules = False
     for name, field in schema.fields.items():
         raw_type = described.get(name)
         value, bad_type = _typed(name, field, raw_type, source)
         selects.append(f"{value} AS {q(name)}")
         col = q(name)
+        as_read = as_read and value == col
         nullable = field.nullable and name not in required
         if raw_type is None:
             if not nullable:
                 fails.append(f"WHEN TRUE THEN 'missing_field|{name}|the record has no field {name}'")
+                other_rules = True
             continue
         shown = f"CAST({col} AS VARCHAR)"
         if not nullable and "__line" in described:  # NDJSON: an absent key is not a null
             path = lit('$."' + name.replace('"', '\\"') + '"')
             fails.append(f"WHEN NOT json_exists(__line, {path}) THEN "
                          f"'missing_field|{name}|the record has no field {name}'")
+            other_rules = True
         if not nullable:
             fails.append(f"WHEN {col} IS NULL THEN 'null|{name}|{name} is null'")
-        fails.append(f"WHEN {col} IS NOT NULL AND ({value}) IS NULL THEN {bad_type} || "
-                     f"'|{name}|' || {lit(name + '=')} || {shown} || "
-                     f"{lit(' is not a valid ' + field.type)}")  # type: ignore[attr-defined]
+            not_null.append(name)
+        # a value read as the declared type cannot fail to be typed: no rule to check
+        if value != col:
+            fails.append(f"WHEN {col} IS NOT NULL AND ({value}) IS NULL THEN {bad_type} || "
+                         f"'|{name}|' || {lit(name + '=')} || {shown} || "
+                         f"{lit(' is not a valid ' + field.type)}")  # type: ignore[attr-defined]
         typed = f"({value})"
         for op, sql_op, word in (("ge", "<", "below ge"), ("gt", "<=", "not above gt"),
                                  ("le", ">", "above le"), ("lt", ">=", "not below lt")):
             bound = getattr(field, op, None)
             if bound is not None:
+                other_rules = True
                 fails.append(f"WHEN {typed} {sql_op} {bound!r} THEN 'out_of_range|{name}|' || "
                              f"{lit(name + '=')} || CAST({typed} AS VARCHAR) || {lit(f' is {word}={bound!r}')}")
         if field.allowed:  # type: ignore[attr-defined]
+            other_rules = True
             allowed = ", ".join(lit(v) for v in field.allowed)  # type: ignore[attr-defined]
             fails.append(f"WHEN {typed} IS NOT NULL AND {typed} NOT IN ({allowed}) THEN "
                          f"'not_allowed|{name}|' || {lit(name + '=')} || CAST({typed} AS VARCHAR) || "
                          f"' is not one of ' || {lit(allowed)}")
         regex = getattr(field, "regex", None)
         if regex:
+            other_rules = True
             fails.append(f"WHEN {typed} IS NOT NULL AND NOT regexp_full_match({typed}, {lit(regex)}) "
                          f"THEN 'regex|{name}|' || {lit(name + '=')} || {typed} || "
                          f"{lit(' does not match ' + regex)}")
     fail = f"CASE {' '.join(fails)} END" if fails else "CAST(NULL AS VARCHAR)"
     sql = f"SELECT {', '.join(selects)}, __seq, {fail} AS __fail FROM {q(raw)}"
-    return sql, raw_columns
+    if other_rules or not as_read:
+        failures = f"SELECT count(*) FROM {q(raw)} WHERE ({fail}) IS NOT NULL"
+    else:
+        nulls = " + ".join(f"(count(*) - count({q(c)}))" for c in not_null)
+        failures = f"SELECT {nulls} FROM {q(raw)}" if nulls else "SELECT 0"
+    return Validation(sql, raw_columns, as_read, failures)
 
 
 def payload_sql(raw_columns: list[str], prefix: str = "") -> str:

@@ -244,8 +244,11 @@ def target_leakage(table: pa.Table, label: str, columns: Sequence[str]) -> Findi
     counts = pc.value_counts(y_col.drop_null()).field("counts").to_pylist()
     # a tiny or constant label equals some column by chance; require enough rows per class
     enough = len(values) >= 2 and (min(counts) if len(values) == 2 else sum(counts)) >= MIN_CLASS_ROWS
+    head = min(table.num_rows, 1024)  # a column that differs early is rejected before the full compare
     identical = [c for c in table.column_names if enough and c not in (label, ROW, "split")
                  and table.column(c).null_count == y_col.null_count
+                 and pc.all(pc.fill_null(pc.equal(pc.cast(table.column(c).slice(0, head), pa.string()),
+                                                  y_text.slice(0, head)), True)).as_py() is not False
                  and pc.all(pc.fill_null(pc.equal(pc.cast(table.column(c), pa.string()), y_text),
                                          True)).as_py() is not False
                  and pc.all(pc.equal(pc.is_null(table.column(c)), pc.is_null(y_col))).as_py()]
@@ -441,7 +444,7 @@ def _row_ids(ts: TrainingSet) -> pa.Array:
     if ts.sql.startswith(marker):
         ids = con.sql("SELECT __qid FROM " + ts.sql[len(marker):]).to_arrow_table().column(0)
         if len(ids) == ts.table.num_rows:
-            return pa.array(ids.to_pylist(), pa.int64())
+            return ids.combine_chunks().cast(pa.int64())
     return pa.array(range(ts.table.num_rows), pa.int64())
 
 
