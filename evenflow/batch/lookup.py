@@ -14,13 +14,13 @@ packed in one int64 per row: ``entity * span + time``. When that would overflow,
 replaced by their rank among the event times, which orders the same.
 
 >>> import numpy as np
->>> idx = AsOfIndex.build(np.array([0, 0, 1]), np.array([10, 20, 10]), np.array([0, 1, 2]))
->>> rows, found = idx.last(np.array([0, 0, 1, 1]), np.array([15, 20, 9, 99]), closed="right")
->>> [int(r) if f else None for r, f in zip(rows, found)]
+>>> idx = AsOfIndex.build(np.array([0, 0, 1]), np.array([10, 20, 10]), np.array([0, 1, 2]), entities=2)
+>>> m = idx.match(np.array([0, 0, 1, 1]), np.array([15, 20, 9, 99]), closed="right")
+>>> [int(r) if f else None for r, f in zip(m.last(), m.found)]
 [0, 1, None, 2]
->>> rows, found = idx.last(np.array([0]), np.array([20]), closed="left")
->>> int(rows[0]), bool(found[0])
-(0, True)
+>>> m = idx.match(np.array([0]), np.array([20]), closed="left")
+>>> int(m.last()[0]), int(m.first()[0]), bool(m.found[0])
+(0, 0, True)
 """
 
 from __future__ import annotations
@@ -66,9 +66,12 @@ class AsOfIndex:
     ranks: np.ndarray | None  # the distinct event times, when times are ranked
 
     @classmethod
-    def build(cls, entity: np.ndarray, t: np.ndarray, seq: np.ndarray) -> AsOfIndex:
-        """Index rows with non-negative entity numbers ``entity``, times ``t`` and arrivals ``seq``."""
-        n_entities = int(entity.max()) + 1 if len(entity) else 1
+    def build(cls, entity: np.ndarray, t: np.ndarray, seq: np.ndarray, *, entities: int) -> AsOfIndex:
+        """Index rows by entity number ``entity``, time ``t`` and arrival ``seq``.
+
+        Entity numbers, of the rows and of every query point, are in ``range(entities)``.
+        """
+        n_entities = max(entities, 1)
         t_min = int(t.min()) if len(t) else 0
         span = (int(t.max()) - t_min + 2) if len(t) else 2
         ranks = None
@@ -78,7 +81,7 @@ class AsOfIndex:
             local = np.searchsorted(ranks, t) + 1
         else:
             local = t - t_min + 1
-        keys = entity.astype(np.int64) * span + local
+        keys = np.asarray(entity, dtype=np.int64) * span + local
         order = np.argsort(keys)  # not stable, but much faster than a stable sort
         packed = keys[order]
         if len(packed) > 1 and bool((packed[1:] == packed[:-1]).any()):
@@ -98,46 +101,95 @@ class AsOfIndex:
                 local = np.clip(t, self.t_min - 1, t_max) - self.t_min + 1
             else:  # ... iff t_event - t_min + 1 <= t - t_min
                 local = np.clip(t, self.t_min, t_max + 1) - self.t_min
-        return entity.astype(np.int64) * self.span + local
+        return entity * self.span + local
 
-    def last(self, entity: np.ndarray, t: np.ndarray, *, closed: Closed
-             ) -> tuple[np.ndarray, np.ndarray]:
-        """Row of the latest qualifying event per query point, and whether there is one."""
-        if not len(self.packed):
-            return np.zeros(len(t), dtype=np.int64), np.zeros(len(t), dtype=bool)
+    def match(self, entity: np.ndarray, t: np.ndarray, *, closed: Closed) -> Match:
+        """Where each query point (entity number, time) falls among the sorted rows."""
+        n = len(self.packed)
+        entity = np.asarray(entity, dtype=np.int64)
+        if not n:
+            empty = np.zeros(len(t), dtype=np.int64)
+            return Match(self.order, empty, empty)
         keys = self._point_keys(entity, t, closed)
-        # sorted probes walk the sorted keys forward: far fewer cache misses than random ones
+        # Probing in sorted order walks the rows forward (few cache misses), and the same
+        # permutation sorts the entities' segment starts.
         probe = np.argsort(keys)
-        pos = np.empty(len(keys), dtype=np.int64)
-        pos[probe] = np.searchsorted(self.packed, keys[probe], side="right")
-        pos -= 1
-        safe = np.maximum(pos, 0)
-        found = (pos >= 0) & (self.packed[safe] >= entity.astype(np.int64) * self.span)
-        return self.order[safe], found
+        ordered = keys[probe]
+        start = np.empty(len(keys), dtype=np.int64)
+        stop = np.empty(len(keys), dtype=np.int64)
+        start[probe] = np.searchsorted(self.packed, ordered - ordered % self.span, side="left")
+        stop[probe] = np.searchsorted(self.packed, ordered, side="right")
+        return Match(self.order, start, stop)
 
     def has(self, entity: np.ndarray) -> np.ndarray:
         """Whether each entity number has a row at all."""
         if not len(self.packed):
             return np.zeros(len(entity), dtype=bool)
-        start = np.searchsorted(self.packed, entity.astype(np.int64) * self.span, side="left")
+        entity = np.asarray(entity, dtype=np.int64)
+        start = np.searchsorted(self.packed, entity * self.span, side="left")
         safe = np.minimum(start, len(self.packed) - 1)
-        return (start < len(self.packed)) & (self.packed[safe] < (entity.astype(np.int64) + 1) * self.span)
+        return (start < len(self.packed)) & (self.packed[safe] < (entity + 1) * self.span)
 
-    def first(self, entity: np.ndarray, t: np.ndarray, *, closed: Closed
-              ) -> tuple[np.ndarray, np.ndarray]:
-        """Row of the earliest event of the entity per query point, if it qualifies."""
-        if not len(self.packed):
-            return np.zeros(len(t), dtype=np.int64), np.zeros(len(t), dtype=bool)
-        keys = self._point_keys(entity, t, closed)
-        start = np.searchsorted(self.packed, entity.astype(np.int64) * self.span, side="left")
-        safe = np.minimum(start, len(self.packed) - 1)
-        found = (start < len(self.packed)) & (self.packed[safe] <= keys)
-        return self.order[safe], found
+
+@dataclass(frozen=True)
+class Match:
+    """Query points against an index: the sorted positions ``start:stop`` of their qualifying rows.
+
+    The qualifying rows of a point are its entity's rows from the earliest up to the latest at
+    or before its time, so the earliest row qualifies exactly when any does.
+    """
+
+    order: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+
+    @property
+    def found(self) -> np.ndarray:
+        return self.stop > self.start
+
+    def last(self) -> np.ndarray:
+        """Row number of the latest qualifying row (meaningful where ``found``)."""
+        if not len(self.order):
+            return np.zeros(len(self.stop), dtype=np.int64)
+        return self.order[np.maximum(self.stop - 1, 0)]
+
+    def first(self) -> np.ndarray:
+        """Row number of the earliest row of the entity (meaningful where ``found``)."""
+        if not len(self.order):
+            return np.zeros(len(self.start), dtype=np.int64)
+        return self.order[np.minimum(self.start, len(self.order) - 1)]
+
+
+class _Rows:
+    """Some event rows (all, or a column's non-null ones), indexed, probed by the query points.
+
+    Probes are shared by the aggregates that need the same ones (four ``last`` of one table
+    search once).
+    """
+
+    def __init__(self, rows: np.ndarray | None, index: AsOfIndex, entity: np.ndarray, t: np.ndarray
+                 ) -> None:
+        self.rows, self.index, self.entity, self.t = rows, index, entity, t
+        self._matches: dict[str, Match] = {}
+        self._picked: dict[tuple[str, str], np.ndarray] = {}
+
+    def match(self, closed: Closed) -> Match:
+        if closed not in self._matches:
+            self._matches[closed] = self.index.match(self.entity, self.t, closed=closed)
+        return self._matches[closed]
+
+    def pick(self, agg: str, closed: Closed) -> tuple[np.ndarray, np.ndarray]:
+        """Event row numbers of ``agg`` (first or last) per query point, and where there is one."""
+        match = self.match(closed)
+        if (agg, closed) not in self._picked:
+            pos = match.last() if agg == "last" else match.first()
+            self._picked[agg, closed] = pos if self.rows is None or not len(self.rows) else self.rows[pos]
+        return self._picked[agg, closed], match.found
 
 
 def _entities(event_keys: list[pa.ChunkedArray], point_keys: list[pa.ChunkedArray]
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-    """Entity numbers of events and of query points, and which of them have one.
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """Entity numbers of events and of query points, which of them have one, and how many numbers.
 
     Numbers come from the events' key dictionary, so equal keys get equal numbers. A null key
     part matches nothing (SQL equality). None when a key column's type differs between the two
@@ -169,7 +221,7 @@ def _entities(event_keys: list[pa.ChunkedArray], point_keys: list[pa.ChunkedArra
         ev_code = ev_code * n + ev_part.fill_null(0).to_numpy().astype(np.int64)
         pt_code = pt_code * n + pt_part.fill_null(0).to_numpy().astype(np.int64)
         size *= n
-    return ev_code, ev_ok, np.where(pt_ok, pt_code, 0), pt_ok
+    return ev_code, ev_ok, np.where(pt_ok, pt_code, 0), pt_ok, size
 
 
 def _gather(column: pa.ChunkedArray, rows: np.ndarray, found: np.ndarray) -> pa.Array | pa.ChunkedArray:
@@ -197,11 +249,11 @@ def lookup_features(con: duckdb.DuckDBPyConnection, ev: PreparedEvents, points: 
     select += [f"epoch_us({q(ev.event_time)}) AS __t", "__seq AS __s"]
     select += [f"{q(c)} AS __v{i}" for i, c in enumerate(columns)]
     events = con.sql(f"SELECT {', '.join(select)} FROM {q(ev.table)}").to_arrow_table()
-    entities = _entities([events.column(f"__k{i}") for i in range(len(ev.key))],
+    numbered = _entities([events.column(f"__k{i}") for i in range(len(ev.key))],
                          [points.column(k) for k in ev.key])
-    if entities is None:
+    if numbered is None:
         return None
-    ev_code, ev_ok, pt_code, pt_ok = entities
+    ev_code, ev_ok, pt_code, pt_ok, entities = numbered
     ev_t = events.column("__t").to_numpy()
     ev_s = events.column("__s").to_numpy()
     pt_time = points.column("__t")
@@ -209,29 +261,28 @@ def lookup_features(con: duckdb.DuckDBPyConnection, ev: PreparedEvents, points: 
     pt_t = pt_time.fill_null(0).to_numpy()
     probe = pt_ok & timed
 
-    def index_of(rows: np.ndarray) -> AsOfIndex:
-        return AsOfIndex.build(ev_code[rows], ev_t[rows], ev_s[rows])
+    def rows_where(keep: np.ndarray) -> _Rows:
+        if keep.all():  # every row: no copies
+            return _Rows(None, AsOfIndex.build(ev_code, ev_t, ev_s, entities=entities), pt_code, pt_t)
+        rows = np.flatnonzero(keep)
+        return _Rows(rows, AsOfIndex.build(ev_code[rows], ev_t[rows], ev_s[rows], entities=entities),
+                     pt_code, pt_t)
 
-    keyed = np.flatnonzero(ev_ok)
-    every = index_of(keyed)
+    every = rows_where(ev_ok)
+    by_column: dict[str, _Rows] = {}
     out: dict[str, pa.Array | pa.ChunkedArray] = {}
-    by_column: dict[str, tuple[np.ndarray, AsOfIndex]] = {}
     for a in fs.aggregates:
-        col = columns.index(a.column or "")
-        values = events.column(f"__v{col}")
-        if a.column not in by_column:
-            if values.null_count:
-                rows = np.flatnonzero(ev_ok & values.is_valid().to_numpy(zero_copy_only=False))
-                by_column[a.column or ""] = (rows, index_of(rows))
-            else:
-                by_column[a.column or ""] = (keyed, every)
-        rows, index = by_column[a.column or ""]
-        search = index.last if a.agg == "last" else index.first
-        pos, found = search(pt_code, pt_t, closed=a.closed)
-        found &= probe
-        out[a.name] = _gather(values, rows[pos] if len(rows) else pos, found)
-    # as the SQL plans count it: no event of the entity, or none at or before a known time
-    _, seen = every.last(pt_code, pt_t, closed="right")
-    known_entity = every.has(pt_code) & pt_ok
-    without = int(np.count_nonzero(~known_entity | (timed & ~(seen & probe))))
+        column = a.column or ""
+        values = events.column(f"__v{columns.index(column)}")
+        if column not in by_column:  # last/first skip nulls: a column with nulls gets its own index
+            by_column[column] = rows_where(ev_ok & values.is_valid().to_numpy(zero_copy_only=False)) \
+                if values.null_count else every
+        rows, found = by_column[column].pick(a.agg, a.closed)
+        out[a.name] = _gather(values, rows, found & probe)
+    # as the SQL plans count them: rows whose entity has no event, or none at or before a known time
+    seen = every.match("right").found
+    without = int(np.count_nonzero(~pt_ok)) + int(np.count_nonzero(probe & ~seen))
+    untimed = np.flatnonzero(pt_ok & ~timed)
+    if len(untimed):
+        without += int(np.count_nonzero(~every.index.has(pt_code[untimed])))
     return out, without
