@@ -227,3 +227,15 @@ def test_index_against_brute_force(data, wide):
             got = [int(r) if f else None for r, f in zip(rows, match.found, strict=True)]
             assert got == _brute(entity, t, seq, q_entity, q_t, closed, which), (closed, which)
     assert index.has(q_entity).tolist() == [e in set(entity.tolist()) for e in q_entity.tolist()]
+
+
+def test_two_column_key_pairs_that_never_occur():
+    """Each part of the key is known, the pair is not: no history."""
+    src = ef.source.frame(_frame(a=["x1", "x2", "x3"], b=[1, 2, 3], ts=_t(0, 0, 0), v=[1.0, 2.0, 3.0]),
+                          name="ev", key=["a", "b"], event_time="ts")
+    points = ef.source.frame(_frame(a=["x1", "x1", "x2", "x3", "x9"], b=[1, 2, 2, 1, 1], ts=_t(1, 1, 1, 1, 1)),
+                             name="q", key=["a", "b"], event_time="ts")
+    out = _by_plan(points, [ef.FeatureSet("f", source=src, features=[ef.last("v")])])
+    assert out["lookup"].column("f__last_v").to_pylist() == [1.0, None, 2.0, None, None]
+    assert out["lookup"].equals(out["window"], check_metadata=True)
+    assert out["lookup"].schema.metadata[b"rows_without_history"] == b'{"f": 3}'
