@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from evenflow.core.features import FeatureSet
-from evenflow.quality.validate import q
+from evenflow.core.sqltext import ident as q
 
 if TYPE_CHECKING:
     from evenflow.batch.engine import PreparedEvents
