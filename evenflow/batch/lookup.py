@@ -228,10 +228,10 @@ def _entities(event_keys: list[pa.ChunkedArray], point_keys: list[pa.ChunkedArra
             pos = np.minimum(np.searchsorted(distinct, pt_code), max(len(distinct) - 1, 0))
             pt_ok &= distinct[pos] == pt_code if len(distinct) else False
             pt_code, size = pos, max(len(distinct), 1)
-        ev_ok &= ev_part.is_valid().to_numpy(zero_copy_only=False)
-        pt_ok &= pt_part.is_valid().to_numpy(zero_copy_only=False)
-        ev_code = ev_code * n + ev_part.fill_null(0).to_numpy().astype(np.int64)
-        pt_code = pt_code * n + pt_part.fill_null(0).to_numpy().astype(np.int64)
+        ev_ok &= _valid(ev_part)
+        pt_ok &= _valid(pt_part)
+        ev_code = ev_code * n + _filled(ev_part)
+        pt_code = pt_code * n + _filled(pt_part)
         size *= n
     if size > n_events + 1:  # combined keys: number the ones that occur, densely
         distinct, ev_code = np.unique(ev_code, return_inverse=True)
@@ -241,14 +241,34 @@ def _entities(event_keys: list[pa.ChunkedArray], point_keys: list[pa.ChunkedArra
     return ev_code, ev_ok, np.where(pt_ok, pt_code, 0), pt_ok, size
 
 
+def _valid(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Where ``values`` is not null, as a NumPy bool array."""
+    if not values.null_count:
+        return np.ones(len(values), dtype=bool)
+    return values.is_valid().to_numpy(zero_copy_only=False)
+
+
+def _filled(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Integer ``values`` as int64, 0 where null (read from the buffers: no compute kernel)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not values.null_count:
+        return values.to_numpy().astype(np.int64, copy=False)
+    raw = np.frombuffer(values.buffers()[1], dtype=values.type.to_pandas_dtype(),
+                        count=len(values) + values.offset)[values.offset:]
+    return np.where(_valid(values), raw, 0).astype(np.int64, copy=False)
+
+
 def _gather(column: pa.ChunkedArray, rows: np.ndarray, found: np.ndarray) -> pa.Array | pa.ChunkedArray:
     """``column[rows]``, null where not ``found``."""
     typ = column.type
     if not found.any():
         return pa.nulls(len(found), type=typ)
     if (pa.types.is_floating(typ) or pa.types.is_integer(typ)) and column.null_count == 0:
-        values = column.to_numpy()
-        return pa.array(values[rows], mask=~found, type=typ)
+        values = np.ascontiguousarray(column.to_numpy()[rows])
+        missing = len(found) - int(np.count_nonzero(found))
+        validity = pa.py_buffer(np.packbits(found, bitorder="little")) if missing else None
+        return pa.Array.from_buffers(typ, len(found), [validity, pa.py_buffer(values)], null_count=missing)
     return column.take(pa.array(rows, mask=~found))
 
 
@@ -274,8 +294,8 @@ def lookup_features(con: duckdb.DuckDBPyConnection, ev: PreparedEvents, points: 
     ev_t = events.column("__t").to_numpy()
     ev_s = events.column("__s").to_numpy()
     pt_time = points.column("__t")
-    timed = pt_time.is_valid().to_numpy(zero_copy_only=False)
-    pt_t = pt_time.fill_null(0).to_numpy()
+    timed = _valid(pt_time)
+    pt_t = _filled(pt_time)
     probe = pt_ok & timed
 
     def rows_where(keep: np.ndarray) -> _Rows:
@@ -292,7 +312,7 @@ def lookup_features(con: duckdb.DuckDBPyConnection, ev: PreparedEvents, points: 
         column = a.column or ""
         values = events.column(f"__v{columns.index(column)}")
         if column not in by_column:  # last/first skip nulls: a column with nulls gets its own index
-            by_column[column] = rows_where(ev_ok & values.is_valid().to_numpy(zero_copy_only=False)) \
+            by_column[column] = rows_where(ev_ok & _valid(values)) \
                 if values.null_count else every
         rows, found = by_column[column].pick(a.agg, a.closed)
         out[a.name] = _gather(values, rows, found & probe)
