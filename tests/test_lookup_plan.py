@@ -239,3 +239,20 @@ def test_two_column_key_pairs_that_never_occur():
     assert out["lookup"].column("f__last_v").to_pylist() == [1.0, None, 2.0, None, None]
     assert out["lookup"].equals(out["window"], check_metadata=True)
     assert out["lookup"].schema.metadata[b"rows_without_history"] == b'{"f": 3}'
+
+
+def test_no_valid_query_rows_and_mixed_feature_sets():
+    src = ef.source.frame(_frame(card=["a", "a"], ts=_t(0, 5), v=[1.0, 2.0]), name="ev", key="card",
+                          event_time="ts")
+    lookup = ef.FeatureSet("l", source=src, features=[ef.last("v")])
+    windowed = ef.FeatureSet("w", source=src, features=[ef.count(window="1h")])
+    none_valid = ef.source.frame(_frame(card=[None], ts=_t(1)), name="q", key="card", event_time="ts")
+    out = features_at(none_valid, [lookup], plan="lookup")
+    assert out.num_rows == 0 and out.equals(features_at(none_valid, [lookup], plan="window"))
+    # one set the lookup cannot answer: the whole call takes the SQL plans, same values
+    points = ef.source.frame(_frame(card=["a", "a", "b"], ts=_t(5, 4, 5)), name="q", key="card",
+                             event_time="ts")
+    mixed = features_at(points, [lookup, windowed])
+    assert mixed.equals(features_at(points, [lookup, windowed], plan="window"), check_metadata=True)
+    assert mixed.column("l__last_v").to_pylist() == [2.0, 1.0, None]
+    assert mixed.column("w__count_1h").to_pylist() == [2, 1, 0]
