@@ -256,3 +256,19 @@ def test_no_valid_query_rows_and_mixed_feature_sets():
     assert mixed.equals(features_at(points, [lookup, windowed], plan="window"), check_metadata=True)
     assert mixed.column("l__last_v").to_pylist() == [2.0, 1.0, None]
     assert mixed.column("w__count_1h").to_pylist() == [2, 1, 0]
+
+
+def test_keys_the_lookup_leaves_to_sql():
+    """Float keys (0.0 equals -0.0 in SQL) and key types that differ between the two sides."""
+    src = ef.source.frame(_frame(k=[0.0, 1.5], ts=_t(0, 0), v=[1.0, 2.0]), name="ev", key="k", event_time="ts")
+    points = ef.source.frame(_frame(k=[-0.0, 1.5], ts=_t(1, 1)), name="q", key="k", event_time="ts")
+    fs = ef.FeatureSet("f", source=src, features=[ef.last("v")])
+    assert features_at(points, [fs]).column("f__last_v").to_pylist() == [1.0, 2.0]
+    with pytest.raises(ef.DefinitionError, match="key types"):
+        features_at(points, [fs], plan="lookup")
+    ints = ef.source.frame(_frame(k=pa.array([1, 2], pa.int32()), ts=_t(0, 0), v=[1.0, 2.0]), name="ev",
+                           key="k", event_time="ts", schema=ef.Schema(k=ef.Int(), ts=ef.Timestamp(), v=ef.Float()))
+    texts = ef.source.frame(_frame(k=["1", "2"], ts=_t(1, 1)), name="q", key="k", event_time="ts")
+    fs = ef.FeatureSet("f", source=ints, features=[ef.last("v")])
+    with pytest.raises(ef.DefinitionError, match="key types"):
+        features_at(texts, [fs], plan="lookup")

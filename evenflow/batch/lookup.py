@@ -205,7 +205,7 @@ def _entities(event_keys: list[pa.ChunkedArray], point_keys: list[pa.ChunkedArra
 
     Numbers come from the events' key dictionary, so equal keys get equal numbers. A null key
     part matches nothing (SQL equality). None when a key column's type differs between the two
-    sides: the SQL plans then decide how to compare them.
+    sides, or is a float: the SQL plans then decide how to compare them.
     """
     n_events = len(event_keys[0])
     n_points = len(point_keys[0])
@@ -215,8 +215,8 @@ def _entities(event_keys: list[pa.ChunkedArray], point_keys: list[pa.ChunkedArra
     pt_ok = np.ones(n_points, dtype=bool)
     size = 1
     for ev_key, pt_key in zip(event_keys, point_keys, strict=True):
-        if ev_key.type != pt_key.type:
-            return None
+        if ev_key.type != pt_key.type or pa.types.is_floating(ev_key.type):
+            return None  # float keys: SQL equality (0.0 = -0.0) is not Arrow's hashing
         encoded = pc.dictionary_encode(ev_key).combine_chunks()
         n = max(len(encoded.dictionary), 1)
         ev_part = encoded.indices

@@ -106,7 +106,7 @@ def _by_lookup(eng: BatchEngine, loaded: LoadedSource, prepared: list[PreparedEv
     """The query rows with every feature set's columns by the lookup plan (evenflow.batch.lookup).
 
     None when the SQL plans must answer: a knowledge time before its row's time, or key types
-    that differ between the query rows and the events.
+    that differ between the query rows and the events, or float keys.
     """
     fields = list(loaded.schema.fields)
     extra = f", epoch_us({q(knowledge_time)}) AS __a" if knowledge_time else ""
@@ -131,7 +131,7 @@ def _by_lookup(eng: BatchEngine, loaded: LoadedSource, prepared: list[PreparedEv
         if found is None:
             if plan == "lookup":
                 raise DefinitionError(f"feature set {fs.name!r}: the key types of the query rows "
-                                      "and the events differ", fix="use plan='auto'")
+                                      "and the events differ, or are floats", fix="use plan='auto'")
             return None
         columns, without[fs.name] = found
         for a in fs.aggregates:
