@@ -234,7 +234,7 @@ def save_result(rec: dict) -> None:
 
 
 def print_table() -> None:
-    hdr = ["store", "keys", "size", "status", "ref ASOF s", "query s", "peak MB", "rows_out", "dropped", "(no-feat/dup-key/other)", "identical"]
+    hdr = ["store", "keys", "size", "status", "ref ASOF s", "query s", "query CPU s", "peak MB", "rows_out", "dropped", "(no-feat/dup-key/other)", "identical"]
     rows = []
     for r in load_results():
         ok = r["status"] == "ok"
@@ -242,6 +242,7 @@ def print_table() -> None:
             r["store"], r["keys"] + (f" a={r['data']['zipf_a']}" if r.get("data", {}).get("zipf_a") else ""), r["size"], r["status"],
             f"{r['ref_seconds']:.2f}" if "ref_seconds" in r else "-",
             f"{r['seconds']:.2f}" if ok else "-",
+            f"{r['cpu_seconds']:.2f}" if ok and "cpu_seconds" in r else "-",
             f"{r['peak_rss_mb']:.0f}" if ok else (f">{r['watchdog_peak_tree_rss_mb']:.0f}" if r["status"] == "OOM" else "-"),
             str(r["rows_out"]) if ok else "-",
             str(r["rows_dropped"]) if ok else "-",

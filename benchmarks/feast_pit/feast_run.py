@@ -12,7 +12,7 @@ Python SDK, then times ONLY
     store.get_historical_features(entity_df=<entities.parquet as pandas>,
                                   features=[...]).to_df()
 
-Prints one JSON line: {"store", "seconds", "peak_rss_mb", "rows_in", "rows_out", ...}.
+Prints one JSON line: {"store", "seconds", "cpu_seconds", "peak_rss_mb", "rows_in", "rows_out", ...}.
 peak_rss_mb is ru_maxrss of this process (whole run, includes imports/apply);
 query_peak_rss_mb is the max RSS sampled (psutil, 50 ms) during the timed call;
 rss_before_mb is the RSS right before the call.
@@ -120,8 +120,10 @@ def main() -> None:
     sampler = Sampler()
     sampler.start()
     t0 = time.perf_counter()
+    c0 = time.process_time()  # CPU of every thread of this process
     df = store.get_historical_features(entity_df=entity_df, features=features).to_df()
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - c0
     q_peak = sampler.stop()
 
     ru_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -134,7 +136,7 @@ def main() -> None:
         json.dumps(
             {
                 "store": args.store,
-                "seconds": round(seconds, 3),
+                "seconds": round(seconds, 3), "cpu_seconds": round(cpu_seconds, 3),
                 "peak_rss_mb": round(ru_peak_mb, 1),
                 "query_peak_rss_mb": round(max(q_peak, rss_before), 1),
                 "rss_before_mb": round(rss_before, 1),
