@@ -50,7 +50,7 @@ def features_at(points: Source, feature_sets: list[FeatureSet], *, time: str | N
     ``plan="auto"`` takes the lookup plan (``evenflow.batch.lookup``) when every feature set
     has only first/last over all history, no row expressions, no ``available_time``, and no
     knowledge time is before its row's time; the SQL plans otherwise. ``"lookup"``, ``"window"``
-    and ``"join"`` force one (docs/decisions/0007-lookup-plan.md).
+    and ``"join"`` force one (docs/decisions/0008-lookup-plan.md).
     """
     pipeline = Pipeline(name="features_at", sources={points.name: points}, feature_sets=feature_sets)
     eng = engine or BatchEngine(pipeline, memory_limit=memory_limit, threads=threads)
