@@ -12,7 +12,7 @@ Each implementation runs in its own child process, one after another:
   states committed to the memory store every 1000 events; ``evenflow:one1``: after each);
 - ``evenflow:features``  no steps, the cleaned typed events the peers get (like for like);
 - ``evenflow:vector``    the full pipeline through the vectorized path (``process_batch``) in
-  micro-batches of ``--vector-batch`` (default 10,000): throughput and per-batch latency;
+  micro-batches of ``--vector-batch`` (default 100,000): throughput and per-batch latency;
 - ``evenflow:vector_features``  the like-for-like configuration through ``process_batch``;
 - ``python``             a hand-written plain-Python loop (``benchmarks/stream/handagg.py``);
 - ``river``              River's ``TimeRolling`` stats per card (``benchmarks/.venvs/river``);
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--impls", default="evenflow:batch,evenflow:one,evenflow:one1,evenflow:features,"
                     "evenflow:vector,evenflow:vector_features,python,river,bytewax")
-    ap.add_argument("--vector-batch", type=int, default=10_000,
+    ap.add_argument("--vector-batch", type=int, default=100_000,
                     help="micro-batch size of the evenflow:vector modes")
     ap.add_argument("--one-events", type=int, default=50_000,
                     help="single-record calls timed for latency, after min(n/2, 200k) events of warm-up")
