@@ -530,3 +530,78 @@ def test_monotonic_order_by_another_column() -> None:
     _, loaded = load(data, [ef.monotonic("countdown", "decreasing", order_by="ts")])
     (result,) = loaded.contracts
     assert [e["record"] for e in result.evidence] == [n - 11]
+
+
+# -- the uniqueness pass: hashes sorted, then only the rows of a repeated hash compared -----------
+
+def _expected_repeats(keys: list[Any]) -> dict[int, int]:
+    """Rows (by __seq) whose key an earlier row had -> that earlier row, by hand (nulls skipped)."""
+    first: dict[Any, int] = {}
+    repeats = {}
+    for seq, k in enumerate(keys):
+        if k is None or (isinstance(k, tuple) and None in k):
+            continue
+        if k in first:
+            repeats[seq] = first[k]
+        else:
+            first[k] = seq
+    return repeats
+
+
+def _unique_found(duck: Any, columns: list[str]) -> dict[int, int]:
+    from evenflow.verify.contracts import find_failures
+
+    found = find_failures(duck, "v", [ef.unique(*columns)])
+    return {r[0]: int(r[1]) for r in duck.sql(f"SELECT __seq, __w0 FROM {found} WHERE __f0").fetchall()}
+
+
+@pytest.mark.parametrize("repeat_share", [0.002, 0.5])
+def test_unique_finds_every_repeat_and_its_first_row(duck: Any, repeat_share: float) -> None:
+    """A few repeats (only their rows are compared) or most rows (one aggregate over all)."""
+    rng = random.Random(9)
+    ids: list[str | None] = []
+    for i in range(5000):
+        r = rng.random()
+        ids.append(None if r < 0.01 else rng.choice(ids[:i] or ["x"]) if r < 0.01 + repeat_share
+                   else f"id{i}")
+    stored = pa.table({"__seq": list(range(len(ids))), "k": ids})  # noqa: F841
+    duck.execute("CREATE TABLE v AS SELECT * FROM stored")
+    expected = _expected_repeats(ids)
+    assert expected and len(expected) < len(ids)
+    assert _unique_found(duck, ["k"]) == expected
+
+
+def test_unique_compares_like_group_by(duck: Any) -> None:
+    """-0.0 repeats 0.0 and NaN repeats NaN, as in SQL's GROUP BY; a null in the key never repeats."""
+    stored = pa.table({"__seq": list(range(7)),  # noqa: F841
+                       "x": [0.0, -0.0, float("nan"), float("nan"), 1.0, None, None],
+                       "y": ["a", "a", "b", "b", "a", "a", "a"]})
+    duck.execute("CREATE TABLE v AS SELECT * FROM stored")
+    assert _unique_found(duck, ["x"]) == {1: 0, 3: 2}
+    assert _unique_found(duck, ["x", "y"]) == {1: 0, 3: 2}
+
+
+def test_unique_in_parts_and_with_colliding_hashes(duck: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashes sorted a part at a time, or extra candidates (as a hash collision would add): the
+    same rows, since candidates are then compared by their keys."""
+    import evenflow.verify.contracts as V
+
+    rng = random.Random(4)
+    keys = [(f"c{rng.randrange(300)}", rng.randrange(40)) for _ in range(3000)]
+    stored = pa.table({"__seq": list(range(3000)), "a": [k[0] for k in keys],  # noqa: F841
+                       "b": [k[1] for k in keys]})
+    duck.execute("CREATE TABLE v AS SELECT * FROM stored")
+    expected = _expected_repeats(keys)
+    assert 0 < len(expected) < 3000 // 8  # the path that compares only the candidates' rows
+    assert _unique_found(duck, ["a", "b"]) == expected
+    monkeypatch.setattr(V, "HASHES_PER_PASS", 500)
+    assert _unique_found(duck, ["a", "b"]) == expected
+    found = V._repeated_hashes
+
+    def colliding(*args: Any) -> Any:
+        candidates, hit = found(*args)
+        every = duck.sql("SELECT DISTINCT hash(a, b) FROM v").fetchnumpy()["hash(a, b)"]
+        extra = every[:200]
+        return V.np.union1d(candidates, extra), hit + len(extra)
+    monkeypatch.setattr(V, "_repeated_hashes", colliding)
+    assert _unique_found(duck, ["a", "b"]) == expected

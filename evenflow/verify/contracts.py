@@ -1,8 +1,8 @@
 """Contracts evaluated in DuckDB SQL over a source's valid rows, never row by row in Python.
 
 Row-level contracts find their failing rows with a few set-oriented statements (see
-:func:`find_failures`): one scan for every allowed / matches / rule contract, one hash aggregate
-per uniqueness contract, one window pass per monotonic sequence. The dataset-level contracts
+:func:`find_failures`): one scan for every allowed / matches / rule contract, one scan of key
+hashes per uniqueness contract (sorted in NumPy), one window pass per monotonic sequence. The dataset-level contracts
 share one aggregate query. Rows that break an ``error`` contract go to quarantine with reason
 ``contract`` and step ``contract:<name>``; the valid-rows view of the source is redefined
 without them, so the accounting still reconciles.
@@ -24,6 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
 
 from evenflow.core.contracts import (
     Allowed,
@@ -132,9 +134,9 @@ def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) 
     """The failing rows of ``rules`` over ``table``: a temp table with ``__seq`` and, per rule
     ``i``, a flag ``__f<i>`` and a helper text ``__w<i>`` (first record of a key, previous value).
 
-    Scalar rules (allowed, matches, rule) share one scan. Each uniqueness contract is a hash
-    aggregate that keeps only repeated keys; only when there are some does a join find their
-    rows. Monotonic contracts with the same sequence share one window pass.
+    Scalar rules (allowed, matches, rule) share one scan. Each uniqueness contract sorts its
+    keys' hashes; only when one repeats are rows compared by their keys (:func:`_unique`).
+    Monotonic contracts with the same sequence share one window pass.
     """
     long = q(f"{table}__contract_long")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {long} (__seq BIGINT, __rule INTEGER, __info VARCHAR)")
@@ -143,9 +145,10 @@ def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) 
         _check_sql(con, table, rules[i], flag)
     if scalar:
         con.execute(f"INSERT INTO {long} {_long(scalar, q(table))}")
-    for i, c in enumerate(rules):
-        if isinstance(c, Unique):
-            _unique(con, table, c, i, long)
+    uniques = [(i, c) for i, c in enumerate(rules) if isinstance(c, Unique)]
+    rows = con.sql(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0] if uniques else 0
+    for i, c in uniques:
+        _unique(con, table, c, i, long, rows)
     sequences: dict[tuple[tuple[str, ...], str | None], list[int]] = {}
     for i, c in enumerate(rules):
         if isinstance(c, Monotonic):
@@ -160,18 +163,66 @@ def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) 
     return out
 
 
-def _unique(con: duckdb.DuckDBPyConnection, table: str, c: Unique, i: int, long: str) -> None:
+#: Key hashes sorted per pass of a uniqueness check (8 bytes each): bounds its memory.
+HASHES_PER_PASS = 1 << 24
+
+
+def _repeated_hashes(con: duckdb.DuckDBPyConnection, table: str, cols: str, nonnull: str,
+                     rows: int) -> tuple[np.ndarray, int]:
+    """The 64-bit hashes of the keys ``cols`` that occur more than once over ``table``, and how
+    many rows have one of them.
+
+    Equal keys hash alike (DuckDB's ``hash`` is the one its GROUP BY uses: -0.0 and 0.0, NaNs,
+    alike), so every repeated key's hash is here; a rare collision of two distinct keys may add
+    one more, which the exact pass drops. Sorting the hashes costs a fraction of a hash
+    aggregate over the keys themselves; with more than ``HASHES_PER_PASS`` rows, the hashes are
+    split by residue and sorted a part at a time.
+    """
+    parts = max(1, -(-rows // HASHES_PER_PASS))
+    found, hit = [], 0
+    for part in range(parts):
+        only = f" WHERE __h % {parts} = {part}" if parts > 1 else ""
+        h = con.sql(f"SELECT __h FROM (SELECT hash({cols}) AS __h FROM {q(table)} WHERE {nonnull}){only}"
+                    ).fetchnumpy()["__h"]
+        h.sort()
+        same = h[1:] == h[:-1]
+        found.append(np.unique(h[1:][same]))
+        hit += int(np.count_nonzero(same)) + len(found[-1])  # each repeated hash's rows
+    return np.concatenate(found), hit
+
+
+def _unique(con: duckdb.DuckDBPyConnection, table: str, c: Unique, i: int, long: str,
+            rows: int) -> None:
+    """Rows whose key an earlier row already had, with that earlier row's ``__seq``.
+
+    The keys' hashes find the candidates (:func:`_repeated_hashes`): a clean key costs one scan
+    and one sort. When few rows share a hash, only they are compared by their keys; when many
+    do (a key that mostly repeats), one hash aggregate over all rows finds the repeated keys.
+    """
     cols = ", ".join(q(k) for k in c.columns)
     _check_sql(con, table, c, cols)
     nonnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in c.columns)
-    repeated = q(f"{table}__repeated_{i}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {repeated} AS SELECT {cols}, min(__seq) AS __first "
-                f"FROM {q(table)} WHERE {nonnull} GROUP BY ALL HAVING count(*) > 1")
-    if con.sql(f"SELECT count(*) FROM {repeated}").fetchall()[0][0]:
+    candidates, hit = _repeated_hashes(con, table, cols, nonnull, rows)
+    if not hit:
+        return
+    if hit > rows // 8:
+        repeated = q(f"{table}__repeated_{i}")
         on = " AND ".join(f"t.{q(k)} = d.{q(k)}" for k in c.columns)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {repeated} AS SELECT {cols}, min(__seq) AS __first "
+                    f"FROM {q(table)} WHERE {nonnull} GROUP BY ALL HAVING count(*) > 1")
         con.execute(f"INSERT INTO {long} SELECT t.__seq, {i}, CAST(d.__first AS VARCHAR) "
                     f"FROM {q(table)} t JOIN {repeated} d ON {on} WHERE t.__seq <> d.__first")
-    con.execute(f"DROP TABLE {repeated}")
+        con.execute(f"DROP TABLE {repeated}")
+        return
+    hashes = f"{table}__repeated_{i}"
+    con.register(hashes, pa.table({"h": candidates}))
+    try:
+        con.execute(f"INSERT INTO {long} SELECT __seq, {i}, CAST(__first AS VARCHAR) FROM ("
+                    f"SELECT __seq, min(__seq) OVER (PARTITION BY {cols}) AS __first FROM {q(table)} "
+                    f"WHERE {nonnull} AND hash({cols}) IN (SELECT h FROM {q(hashes)})) "
+                    f"WHERE __seq <> __first")
+    finally:
+        con.unregister(hashes)
 
 
 def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[int, Monotonic]],
