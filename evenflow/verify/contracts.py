@@ -238,10 +238,16 @@ def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[i
     streamed = not by and not order_by
     for _, c in members:
         _check_sql(con, table, c, f"lag({q(c.column)}) OVER ({part}{order})")
-    cols = ", ".join(dict.fromkeys(q(c.column) for _, c in members))
+    columns = list(dict.fromkeys(c.column for _, c in members))
+    cols = ", ".join(q(k) for k in columns)
+    # the previous non-null value; a column without nulls takes the plain previous value, which
+    # is the same and several times cheaper to find
+    nulls = con.sql("SELECT " + ", ".join(f"count(*) > count({q(k)})" for k in columns)
+                    + f" FROM {q(table)}").fetchall()[0]
+    skip = {k: " IGNORE NULLS" if has else "" for k, has in zip(columns, nulls, strict=True)}
     for sort in ([False, True] if streamed else [True]):
         spec = f"{part}{order}" if sort else ""
-        lags = ", ".join(f"lag({q(c.column)} IGNORE NULLS) OVER ({spec}) AS __p{i}" for i, c in members)
+        lags = ", ".join(f"lag({q(c.column)}{skip[c.column]}) OVER ({spec}) AS __p{i}" for i, c in members)
         items = [(i, f"({q(c.column)} IS NOT NULL AND __p{i} IS NOT NULL AND {q(c.column)} "
                      f"{_order(c)[0]} __p{i})", f"__p{i}") for i, c in members]
         source = f"(SELECT __seq, {cols}, {lags}{'' if sort else ', lag(__seq) OVER () AS __ps'} FROM {q(table)})"
