@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -605,3 +606,37 @@ def test_unique_in_parts_and_with_colliding_hashes(duck: Any, monkeypatch: pytes
         return V.np.union1d(candidates, extra), hit + len(extra)
     monkeypatch.setattr(V, "_repeated_hashes", colliding)
     assert _unique_found(duck, ["a", "b"]) == expected
+
+
+# -- allowed / matches decided on a column's distinct values, or row by row -----------------------
+
+def _value_rule_rows(values: list[Any], ok: Any) -> set[int]:
+    return {seq for seq, v in enumerate(values) if v is not None and not ok(v)}
+
+
+@pytest.mark.parametrize("case", ["few_values", "all_distinct", "many_failing_values", "integers"])
+def test_allowed_and_matches_find_the_same_rows_whatever_the_cardinality(duck: Any, case: str) -> None:
+    """Few distinct values (decided on the values), one per row (decided row by row), more failing
+    values than an IN list takes, a non-text column: the failing rows are the ones by hand."""
+    from evenflow.verify.contracts import find_failures
+
+    rng = random.Random(3)
+    n = 4000
+    values: list[Any]
+    if case == "few_values":
+        values = [rng.choice(["pos", "ecom", "atm", "POS", "crypto", None]) for _ in range(n)]
+    elif case == "all_distinct":
+        values = [f"t{i}" if rng.random() > 0.01 else f"x{i}" for i in range(n)]
+    elif case == "many_failing_values":
+        values = [f"b{i // 3}" if i % 2 else rng.choice(["pos", "atm"]) for i in range(n)]
+    else:
+        values = [rng.choice([1, 2, 3, 7, None]) for _ in range(n)]
+    stored = pa.table({"__seq": list(range(n)), "k": values})  # noqa: F841
+    duck.execute("CREATE TABLE v AS SELECT * FROM stored")
+    allowed_values = [1, 2, 3] if case == "integers" else ["pos", "ecom", "atm", "t1", "t2"]
+    pattern = "[1-3]" if case == "integers" else "pos|atm|b[0-9]*[13579]|t[0-9]*[02468]"
+    found = find_failures(duck, "v", [ef.allowed("k", allowed_values), ef.matches("k", pattern)])
+    for i, ok in enumerate([lambda v: v in allowed_values, lambda v: re.fullmatch(pattern, str(v))]):
+        got = {r[0] for r in duck.sql(f"SELECT __seq FROM {found} WHERE __f{i}").fetchall()}
+        assert got == _value_rule_rows(values, ok), (case, i)
+        assert 0 < len(got) < n

@@ -143,6 +143,7 @@ def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) 
     scalar = [(i, _flag(c), "NULL") for i, c in enumerate(rules) if not isinstance(c, Unique | Monotonic)]
     for i, flag, _ in scalar:
         _check_sql(con, table, rules[i], flag)
+    scalar = _by_distinct_values(con, table, rules, scalar)
     if scalar:
         con.execute(f"INSERT INTO {long} {_long(scalar, q(table))}")
     uniques = [(i, c) for i, c in enumerate(rules) if isinstance(c, Unique)]
@@ -189,6 +190,46 @@ def _repeated_hashes(con: duckdb.DuckDBPyConnection, table: str, cols: str, nonn
         found.append(np.unique(h[1:][same]))
         hit += int(np.count_nonzero(same)) + len(found[-1])  # each repeated hash's rows
     return np.concatenate(found), hit
+
+
+#: Rows read to tell whether a text column has few distinct values.
+SAMPLE = 100_000
+
+
+def _by_distinct_values(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any],
+                        scalar: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The scalar flags, with allowed / matches contracts on a text column of few distinct values
+    decided on those values instead of on every row.
+
+    Such a contract's verdict on a row depends on the row's value alone. When a sample of the
+    rows shows at most one distinct value in two, the column's distinct values are collected
+    (one hash aggregate, a fraction of the cost of a regex or a long ``NOT IN`` on every row) and
+    the contracts are evaluated on them. In the scan, a contract then becomes ``IN (its failing
+    values)``, or drops out when no value fails. A column whose values are too many or not
+    plain text keeps its per-row flags.
+    """
+    per_value = [i for i, _, _ in scalar if isinstance(rules[i], Allowed | Matches)]
+    rel = con.sql(f"FROM {q(table)}")  # bound, not run: the column types
+    text = {k for k, t in zip(rel.columns, rel.types, strict=True) if str(t) == "VARCHAR"}
+    columns = list(dict.fromkeys(rules[i].column for i in per_value if rules[i].column in text))
+    if not columns:
+        return scalar
+    sampled = con.sql("SELECT count(*), " + ", ".join(f"count(DISTINCT {q(k)})" for k in columns)
+                      + f" FROM (SELECT {', '.join(q(k) for k in columns)} FROM {q(table)} LIMIT {SAMPLE})"
+                      ).fetchall()[0]
+    few = [k for k, d in zip(columns, sampled[1:], strict=True) if d * 2 <= sampled[0]]
+    flags = {i: flag for i, flag, _ in scalar}
+    for k in few:
+        members = [i for i in per_value if rules[i].column == k]
+        failing = con.sql("SELECT " + ", ".join(f"list({q(k)}) FILTER (WHERE {flags[i]})" for i in members)
+                          + f" FROM (SELECT DISTINCT {q(k)} FROM {q(table)} WHERE {q(k)} IS NOT NULL)"
+                          ).fetchall()[0]
+        for i, values in zip(members, failing, strict=True):
+            if not values:
+                del flags[i]
+            elif len(values) <= 1000 and all("\x00" not in v for v in values):
+                flags[i] = f"({q(k)} IS NOT NULL AND {q(k)} IN ({', '.join(lit(v) for v in values)}))"
+    return [(i, flags[i], info) for i, _, info in scalar if i in flags]
 
 
 def _unique(con: duckdb.DuckDBPyConnection, table: str, c: Unique, i: int, long: str,
