@@ -25,7 +25,6 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
 
 from evenflow.core.contracts import (
     Allowed,
@@ -187,8 +186,9 @@ def _repeated_hashes(con: duckdb.DuckDBPyConnection, table: str, cols: str, nonn
                     ).fetchnumpy()["__h"]
         h.sort()
         same = h[1:] == h[:-1]
-        found.append(np.unique(h[1:][same]))
-        hit += int(np.count_nonzero(same)) + len(found[-1])  # each repeated hash's rows
+        repeated = h[1:][same]  # sorted: a hash k times here repeats k - 1 times
+        found.append(repeated[np.r_[True, repeated[1:] != repeated[:-1]]] if len(repeated) else repeated)
+        hit += len(repeated) + len(found[-1])  # the rows of the repeated hashes
     return np.concatenate(found), hit
 
 
@@ -255,15 +255,10 @@ def _unique(con: duckdb.DuckDBPyConnection, table: str, c: Unique, i: int, long:
                     f"FROM {q(table)} t JOIN {repeated} d ON {on} WHERE t.__seq <> d.__first")
         con.execute(f"DROP TABLE {repeated}")
         return
-    hashes = f"{table}__repeated_{i}"
-    con.register(hashes, pa.table({"h": candidates}))
-    try:
-        con.execute(f"INSERT INTO {long} SELECT __seq, {i}, CAST(__first AS VARCHAR) FROM ("
-                    f"SELECT __seq, min(__seq) OVER (PARTITION BY {cols}) AS __first FROM {q(table)} "
-                    f"WHERE {nonnull} AND hash({cols}) IN (SELECT h FROM {q(hashes)})) "
-                    f"WHERE __seq <> __first")
-    finally:
-        con.unregister(hashes)
+    con.execute(f"INSERT INTO {long} SELECT __seq, {i}, CAST(__first AS VARCHAR) FROM ("
+                f"SELECT __seq, min(__seq) OVER (PARTITION BY {cols}) AS __first FROM {q(table)} "
+                f"WHERE {nonnull} AND hash({cols}) IN (SELECT unnest($1::UBIGINT[]))) "
+                f"WHERE __seq <> __first", [candidates.tolist()])
 
 
 def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[int, Monotonic]],
