@@ -194,6 +194,8 @@ def _repeated_hashes(con: duckdb.DuckDBPyConnection, table: str, cols: str, nonn
 
 #: Rows read to tell whether a text column has few distinct values.
 SAMPLE = 100_000
+#: Failing values a contract decided on distinct values may have and still be an ``IN`` list.
+IN_LIST = 1000
 
 
 def _by_distinct_values(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any],
@@ -221,13 +223,14 @@ def _by_distinct_values(con: duckdb.DuckDBPyConnection, table: str, rules: list[
     flags = {i: flag for i, flag, _ in scalar}
     for k in few:
         members = [i for i in per_value if rules[i].column == k]
-        failing = con.sql("SELECT " + ", ".join(f"list({q(k)}) FILTER (WHERE {flags[i]})" for i in members)
+        failing = con.sql("SELECT " + ", ".join(f"list({q(k)}) FILTER (WHERE {flags[i]})[:{IN_LIST + 1}]"
+                                                for i in members)
                           + f" FROM (SELECT DISTINCT {q(k)} FROM {q(table)} WHERE {q(k)} IS NOT NULL)"
                           ).fetchall()[0]
         for i, values in zip(members, failing, strict=True):
             if not values:
                 del flags[i]
-            elif len(values) <= 1000 and all("\x00" not in v for v in values):
+            elif len(values) <= IN_LIST and all("\x00" not in v for v in values):
                 flags[i] = f"({q(k)} IS NOT NULL AND {q(k)} IN ({', '.join(lit(v) for v in values)}))"
     return [(i, flags[i], info) for i, _, info in scalar if i in flags]
 
