@@ -2,10 +2,10 @@
 
 Row-level contracts find their failing rows with a few set-oriented statements (see
 :func:`find_failures`): one scan for every allowed / matches / rule contract, one scan of key
-hashes per uniqueness contract (sorted in NumPy), one window pass per monotonic sequence. The dataset-level contracts
-share one aggregate query. Rows that break an ``error`` contract go to quarantine with reason
-``contract`` and step ``contract:<name>``; the valid-rows view of the source is redefined
-without them, so the accounting still reconciles.
+hashes per uniqueness contract (sorted in NumPy), one window pass per monotonic sequence. The
+dataset-level contracts share one aggregate query. Rows that break an ``error`` contract go to
+quarantine with reason ``contract`` and step ``contract:<name>``; the valid-rows view of the
+source is redefined without them, so the accounting still reconciles.
 
 >>> import duckdb
 >>> from evenflow.core import contracts as C
@@ -208,7 +208,8 @@ def _by_distinct_values(con: duckdb.DuckDBPyConnection, table: str, rules: list[
     (one hash aggregate, a fraction of the cost of a regex or a long ``NOT IN`` on every row) and
     the contracts are evaluated on them. In the scan, a contract then becomes ``IN (its failing
     values)``, or drops out when no value fails. A column whose values are too many or not
-    plain text keeps its per-row flags.
+    plain text keeps its per-row flags. (Text columns carry no collation here, so two distinct
+    values are two different strings.)
     """
     per_value = [i for i, _, _ in scalar if isinstance(rules[i], Allowed | Matches)]
     rel = con.sql(f"FROM {q(table)}")  # bound, not run: the column types
