@@ -239,6 +239,29 @@ def test_warn_reports_and_keeps_the_rows() -> None:
     assert engine.quarantine().num_rows == 0 and loaded.quarantined == 0
 
 
+def test_a_null_result_passes() -> None:
+    """A rule over a null operand, and allowed / matches on a null value, pass (SQL CHECK)."""
+    data = clean_data()
+    for j in range(0, N, 10):
+        data["amount"][j] = None
+        data["channel"][j] = None if j % 20 else "crypto"  # every 20th row: a real failure
+        data["mcc"][j] = None
+    data["amount"][3] = -4.0 if data["channel"][3] != "atm" else data["amount"][3]
+    failing_rule = {j for j in range(N) if data["amount"][j] is not None and data["amount"][j] < 0
+                    and data["channel"][j] not in ("atm", None)}
+    contracts = [ef.rule("refund_at_atm", "amount >= 0 or channel == 'atm'"),
+                 ef.rule("small", sql="amount < 400 OR amount IS NULL AND channel = 'pos'"),
+                 ef.allowed("channel", ["pos", "ecom", "atm"]), ef.matches("mcc", "[0-9]{4}")]
+    engine, loaded = load(data, contracts)
+    by_name = {r.name: r for r in loaded.contracts}
+    assert quarantined(engine, "contract:refund_at_atm") == failing_rule and failing_rule
+    small = {j for j in range(N) if data["amount"][j] is not None and data["amount"][j] >= 400}
+    assert {e["record"] for e in by_name["small"].evidence} <= small
+    assert by_name["small"].failing_rows == len(small)
+    assert by_name["allowed_channel"].failing_rows == len(range(0, N, 20))
+    assert by_name["matches_mcc"].passed
+
+
 def test_accounting_reconciles_with_contract_quarantine() -> None:
     data = clean_data()
     planted = plant_regex(data, 3)

@@ -72,7 +72,12 @@ class ContractResult:
 
 
 def _flag(c: Any) -> str:
-    """A scalar row contract's failure flag over one row: TRUE when it fails, never NULL."""
+    """A scalar row contract's failure flag over one row: TRUE when it fails.
+
+    NULL passes: the flags are read only by ``WHERE``, ``CASE WHEN`` and ``FILTER``, which take
+    TRUE alone. A bare ``NOT`` (no ``coalesce``) lets DuckDB push the negation into the
+    comparisons, prune them by the column statistics and stop at the first false operand.
+    """
     if isinstance(c, Allowed):
         values = ", ".join(lit(v) for v in c.values)
         return f"({q(c.column)} IS NOT NULL AND {q(c.column)} NOT IN ({values}))"
@@ -81,7 +86,7 @@ def _flag(c: Any) -> str:
                 f"NOT regexp_full_match(CAST({q(c.column)} AS VARCHAR), {lit(c.pattern)}))")
     assert isinstance(c, Rule)
     cond = Expr.parse(c.expr).to_sql() if c.expr is not None else f"({c.sql})"
-    return f"coalesce(NOT {cond}, FALSE)"
+    return f"(NOT {cond})"
 
 
 def _order(c: Monotonic) -> tuple[str, str]:
