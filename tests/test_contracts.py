@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -236,6 +237,29 @@ def test_warn_reports_and_keeps_the_rows() -> None:
     (result,) = loaded.contracts
     assert not result.passed and result.failing_rows == len(planted)
     assert engine.quarantine().num_rows == 0 and loaded.quarantined == 0
+
+
+def test_a_null_result_passes() -> None:
+    """A rule over a null operand, and allowed / matches on a null value, pass (SQL CHECK)."""
+    data = clean_data()
+    for j in range(0, N, 10):
+        data["amount"][j] = None
+        data["channel"][j] = None if j % 20 else "crypto"  # every 20th row: a real failure
+        data["mcc"][j] = None
+    data["amount"][3] = -4.0 if data["channel"][3] != "atm" else data["amount"][3]
+    failing_rule = {j for j in range(N) if data["amount"][j] is not None and data["amount"][j] < 0
+                    and data["channel"][j] not in ("atm", None)}
+    contracts = [ef.rule("refund_at_atm", "amount >= 0 or channel == 'atm'"),
+                 ef.rule("small", sql="amount < 400 OR amount IS NULL AND channel = 'pos'"),
+                 ef.allowed("channel", ["pos", "ecom", "atm"]), ef.matches("mcc", "[0-9]{4}")]
+    engine, loaded = load(data, contracts)
+    by_name = {r.name: r for r in loaded.contracts}
+    assert quarantined(engine, "contract:refund_at_atm") == failing_rule and failing_rule
+    small = {j for j in range(N) if data["amount"][j] is not None and data["amount"][j] >= 400}
+    assert {e["record"] for e in by_name["small"].evidence} <= small
+    assert by_name["small"].failing_rows == len(small)
+    assert by_name["allowed_channel"].failing_rows == len(range(0, N, 20))
+    assert by_name["matches_mcc"].passed
 
 
 def test_accounting_reconciles_with_contract_quarantine() -> None:
@@ -530,3 +554,112 @@ def test_monotonic_order_by_another_column() -> None:
     _, loaded = load(data, [ef.monotonic("countdown", "decreasing", order_by="ts")])
     (result,) = loaded.contracts
     assert [e["record"] for e in result.evidence] == [n - 11]
+
+
+# -- the uniqueness pass: hashes sorted, then only the rows of a repeated hash compared -----------
+
+def _expected_repeats(keys: list[Any]) -> dict[int, int]:
+    """Rows (by __seq) whose key an earlier row had -> that earlier row, by hand (nulls skipped)."""
+    first: dict[Any, int] = {}
+    repeats = {}
+    for seq, k in enumerate(keys):
+        if k is None or (isinstance(k, tuple) and None in k):
+            continue
+        if k in first:
+            repeats[seq] = first[k]
+        else:
+            first[k] = seq
+    return repeats
+
+
+def _unique_found(duck: Any, columns: list[str]) -> dict[int, int]:
+    from evenflow.verify.contracts import find_failures
+
+    found = find_failures(duck, "v", [ef.unique(*columns)])
+    return {r[0]: int(r[1]) for r in duck.sql(f"SELECT __seq, __w0 FROM {found} WHERE __f0").fetchall()}
+
+
+@pytest.mark.parametrize("repeat_share", [0.002, 0.5])
+def test_unique_finds_every_repeat_and_its_first_row(duck: Any, repeat_share: float) -> None:
+    """A few repeats (only their rows are compared) or most rows (one aggregate over all)."""
+    rng = random.Random(9)
+    ids: list[str | None] = []
+    for i in range(5000):
+        r = rng.random()
+        ids.append(None if r < 0.01 else rng.choice(ids[:i] or ["x"]) if r < 0.01 + repeat_share
+                   else f"id{i}")
+    stored = pa.table({"__seq": list(range(len(ids))), "k": ids})  # noqa: F841
+    duck.execute("CREATE TABLE v AS SELECT * FROM stored")
+    expected = _expected_repeats(ids)
+    assert expected and len(expected) < len(ids)
+    assert _unique_found(duck, ["k"]) == expected
+
+
+def test_unique_compares_like_group_by(duck: Any) -> None:
+    """-0.0 repeats 0.0 and NaN repeats NaN, as in SQL's GROUP BY; a null in the key never repeats."""
+    stored = pa.table({"__seq": list(range(7)),  # noqa: F841
+                       "x": [0.0, -0.0, float("nan"), float("nan"), 1.0, None, None],
+                       "y": ["a", "a", "b", "b", "a", "a", "a"]})
+    duck.execute("CREATE TABLE v AS SELECT * FROM stored")
+    assert _unique_found(duck, ["x"]) == {1: 0, 3: 2}
+    assert _unique_found(duck, ["x", "y"]) == {1: 0, 3: 2}
+
+
+def test_unique_in_parts_and_with_colliding_hashes(duck: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hashes sorted a part at a time, or extra candidates (as a hash collision would add): the
+    same rows, since candidates are then compared by their keys."""
+    import evenflow.verify.contracts as V
+
+    rng = random.Random(4)
+    keys = [(f"c{rng.randrange(300)}", rng.randrange(40)) for _ in range(3000)]
+    stored = pa.table({"__seq": list(range(3000)), "a": [k[0] for k in keys],  # noqa: F841
+                       "b": [k[1] for k in keys]})
+    duck.execute("CREATE TABLE v AS SELECT * FROM stored")
+    expected = _expected_repeats(keys)
+    assert 0 < len(expected) < 3000 // 8  # the path that compares only the candidates' rows
+    assert _unique_found(duck, ["a", "b"]) == expected
+    monkeypatch.setattr(V, "HASHES_PER_PASS", 500)
+    assert _unique_found(duck, ["a", "b"]) == expected
+    found = V._repeated_hashes
+
+    def colliding(*args: Any) -> Any:
+        candidates, hit = found(*args)
+        every = duck.sql("SELECT DISTINCT hash(a, b) FROM v").fetchnumpy()["hash(a, b)"]
+        extra = every[:200]
+        return V.np.union1d(candidates, extra), hit + len(extra)
+    monkeypatch.setattr(V, "_repeated_hashes", colliding)
+    assert _unique_found(duck, ["a", "b"]) == expected
+
+
+# -- allowed / matches decided on a column's distinct values, or row by row -----------------------
+
+def _value_rule_rows(values: list[Any], ok: Any) -> set[int]:
+    return {seq for seq, v in enumerate(values) if v is not None and not ok(v)}
+
+
+@pytest.mark.parametrize("case", ["few_values", "all_distinct", "many_failing_values", "integers"])
+def test_allowed_and_matches_find_the_same_rows_whatever_the_cardinality(duck: Any, case: str) -> None:
+    """Few distinct values (decided on the values), one per row (decided row by row), more failing
+    values than an IN list takes, a non-text column: the failing rows are the ones by hand."""
+    from evenflow.verify.contracts import find_failures
+
+    rng = random.Random(3)
+    n = 4000
+    values: list[Any]
+    if case == "few_values":
+        values = [rng.choice(["pos", "ecom", "atm", "POS", "crypto", None]) for _ in range(n)]
+    elif case == "all_distinct":
+        values = [f"t{i}" if rng.random() > 0.01 else f"x{i}" for i in range(n)]
+    elif case == "many_failing_values":
+        values = [f"b{i // 3}" if i % 2 else rng.choice(["pos", "atm"]) for i in range(n)]
+    else:
+        values = [rng.choice([1, 2, 3, 7, None]) for _ in range(n)]
+    stored = pa.table({"__seq": list(range(n)), "k": values})  # noqa: F841
+    duck.execute("CREATE TABLE v AS SELECT * FROM stored")
+    allowed_values = [1, 2, 3] if case == "integers" else ["pos", "ecom", "atm", "t1", "t2"]
+    pattern = "[1-3]" if case == "integers" else "pos|atm|b[0-9]*[13579]|t[0-9]*[02468]"
+    found = find_failures(duck, "v", [ef.allowed("k", allowed_values), ef.matches("k", pattern)])
+    for i, ok in enumerate([lambda v: v in allowed_values, lambda v: re.fullmatch(pattern, str(v))]):
+        got = {r[0] for r in duck.sql(f"SELECT __seq FROM {found} WHERE __f{i}").fetchall()}
+        assert got == _value_rule_rows(values, ok), (case, i)
+        assert 0 < len(got) < n

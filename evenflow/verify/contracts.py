@@ -1,11 +1,11 @@
 """Contracts evaluated in DuckDB SQL over a source's valid rows, never row by row in Python.
 
 Row-level contracts find their failing rows with a few set-oriented statements (see
-:func:`find_failures`): one scan for every allowed / matches / rule contract, one hash aggregate
-per uniqueness contract, one window pass per monotonic sequence. The dataset-level contracts
-share one aggregate query. Rows that break an ``error`` contract go to quarantine with reason
-``contract`` and step ``contract:<name>``; the valid-rows view of the source is redefined
-without them, so the accounting still reconciles.
+:func:`find_failures`): one scan for every allowed / matches / rule contract, one scan of key
+hashes per uniqueness contract (sorted in NumPy), one window pass per monotonic sequence. The
+dataset-level contracts share one aggregate query. Rows that break an ``error`` contract go to
+quarantine with reason ``contract`` and step ``contract:<name>``; the valid-rows view of the
+source is redefined without them, so the accounting still reconciles.
 
 >>> import duckdb
 >>> from evenflow.core import contracts as C
@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
+import numpy as np
 
 from evenflow.core.contracts import (
     Allowed,
@@ -71,7 +72,12 @@ class ContractResult:
 
 
 def _flag(c: Any) -> str:
-    """A scalar row contract's failure flag over one row: TRUE when it fails, never NULL."""
+    """A scalar row contract's failure flag over one row: TRUE when it fails.
+
+    NULL passes: the flags are read only by ``WHERE``, ``CASE WHEN`` and ``FILTER``, which take
+    TRUE alone. A bare ``NOT`` (no ``coalesce``) lets DuckDB push the negation into the
+    comparisons, prune them by the column statistics and stop at the first false operand.
+    """
     if isinstance(c, Allowed):
         values = ", ".join(lit(v) for v in c.values)
         return f"({q(c.column)} IS NOT NULL AND {q(c.column)} NOT IN ({values}))"
@@ -80,7 +86,7 @@ def _flag(c: Any) -> str:
                 f"NOT regexp_full_match(CAST({q(c.column)} AS VARCHAR), {lit(c.pattern)}))")
     assert isinstance(c, Rule)
     cond = Expr.parse(c.expr).to_sql() if c.expr is not None else f"({c.sql})"
-    return f"coalesce(NOT {cond}, FALSE)"
+    return f"(NOT {cond})"
 
 
 def _order(c: Monotonic) -> tuple[str, str]:
@@ -132,20 +138,22 @@ def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) 
     """The failing rows of ``rules`` over ``table``: a temp table with ``__seq`` and, per rule
     ``i``, a flag ``__f<i>`` and a helper text ``__w<i>`` (first record of a key, previous value).
 
-    Scalar rules (allowed, matches, rule) share one scan. Each uniqueness contract is a hash
-    aggregate that keeps only repeated keys; only when there are some does a join find their
-    rows. Monotonic contracts with the same sequence share one window pass.
+    Scalar rules (allowed, matches, rule) share one scan. Each uniqueness contract sorts its
+    keys' hashes; only when one repeats are rows compared by their keys (:func:`_unique`).
+    Monotonic contracts with the same sequence share one window pass.
     """
     long = q(f"{table}__contract_long")
     con.execute(f"CREATE OR REPLACE TEMP TABLE {long} (__seq BIGINT, __rule INTEGER, __info VARCHAR)")
     scalar = [(i, _flag(c), "NULL") for i, c in enumerate(rules) if not isinstance(c, Unique | Monotonic)]
     for i, flag, _ in scalar:
         _check_sql(con, table, rules[i], flag)
+    scalar = _by_distinct_values(con, table, rules, scalar)
     if scalar:
         con.execute(f"INSERT INTO {long} {_long(scalar, q(table))}")
-    for i, c in enumerate(rules):
-        if isinstance(c, Unique):
-            _unique(con, table, c, i, long)
+    uniques = [(i, c) for i, c in enumerate(rules) if isinstance(c, Unique)]
+    rows = con.sql(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0] if uniques else 0
+    for i, c in uniques:
+        _unique(con, table, c, i, long, rows)
     sequences: dict[tuple[tuple[str, ...], str | None], list[int]] = {}
     for i, c in enumerate(rules):
         if isinstance(c, Monotonic):
@@ -160,18 +168,106 @@ def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) 
     return out
 
 
-def _unique(con: duckdb.DuckDBPyConnection, table: str, c: Unique, i: int, long: str) -> None:
+#: Key hashes sorted per pass of a uniqueness check (8 bytes each): bounds its memory.
+HASHES_PER_PASS = 1 << 24
+
+
+def _repeated_hashes(con: duckdb.DuckDBPyConnection, table: str, cols: str, nonnull: str,
+                     rows: int) -> tuple[np.ndarray, int]:
+    """The 64-bit hashes of the keys ``cols`` that occur more than once over ``table``, and how
+    many rows have one of them.
+
+    Equal keys hash alike (DuckDB's ``hash`` is the one its GROUP BY uses: -0.0 and 0.0, NaNs,
+    alike), so every repeated key's hash is here; a rare collision of two distinct keys may add
+    one more, which the exact pass drops. Sorting the hashes costs a fraction of a hash
+    aggregate over the keys themselves; with more than ``HASHES_PER_PASS`` rows, the hashes are
+    split by residue and sorted a part at a time.
+    """
+    parts = max(1, -(-rows // HASHES_PER_PASS))
+    found, hit = [], 0
+    for part in range(parts):
+        only = f" WHERE __h % {parts} = {part}" if parts > 1 else ""
+        h = con.sql(f"SELECT __h FROM (SELECT hash({cols}) AS __h FROM {q(table)} WHERE {nonnull}){only}"
+                    ).fetchnumpy()["__h"]
+        h.sort()
+        same = h[1:] == h[:-1]
+        repeated = h[1:][same]  # sorted: a hash k times here repeats k - 1 times
+        found.append(repeated[np.r_[True, repeated[1:] != repeated[:-1]]] if len(repeated) else repeated)
+        hit += len(repeated) + len(found[-1])  # the rows of the repeated hashes
+    return np.concatenate(found), hit
+
+
+#: Rows read to tell whether a text column has few distinct values.
+SAMPLE = 100_000
+#: Failing values a contract decided on distinct values may have and still be an ``IN`` list.
+IN_LIST = 1000
+
+
+def _by_distinct_values(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any],
+                        scalar: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The scalar flags, with allowed / matches contracts on a text column of few distinct values
+    decided on those values instead of on every row.
+
+    Such a contract's verdict on a row depends on the row's value alone. When a sample of the
+    rows shows at most one distinct value in two, the column's distinct values are collected
+    (one hash aggregate, a fraction of the cost of a regex or a long ``NOT IN`` on every row) and
+    the contracts are evaluated on them. In the scan, a contract then becomes ``IN (its failing
+    values)``, or drops out when no value fails. A column whose values are too many or not
+    plain text keeps its per-row flags. (Text columns carry no collation here, so two distinct
+    values are two different strings.)
+    """
+    per_value = [i for i, _, _ in scalar if isinstance(rules[i], Allowed | Matches)]
+    rel = con.sql(f"FROM {q(table)}")  # bound, not run: the column types
+    text = {k for k, t in zip(rel.columns, rel.types, strict=True) if str(t) == "VARCHAR"}
+    columns = list(dict.fromkeys(rules[i].column for i in per_value if rules[i].column in text))
+    if not columns:
+        return scalar
+    sampled = con.sql("SELECT count(*), " + ", ".join(f"count(DISTINCT {q(k)})" for k in columns)
+                      + f" FROM (SELECT {', '.join(q(k) for k in columns)} FROM {q(table)} LIMIT {SAMPLE})"
+                      ).fetchall()[0]
+    few = [k for k, d in zip(columns, sampled[1:], strict=True) if d * 2 <= sampled[0]]
+    flags = {i: flag for i, flag, _ in scalar}
+    for k in few:
+        members = [i for i in per_value if rules[i].column == k]
+        failing = con.sql("SELECT " + ", ".join(f"list({q(k)}) FILTER (WHERE {flags[i]})[:{IN_LIST + 1}]"
+                                                for i in members)
+                          + f" FROM (SELECT DISTINCT {q(k)} FROM {q(table)} WHERE {q(k)} IS NOT NULL)"
+                          ).fetchall()[0]
+        for i, values in zip(members, failing, strict=True):
+            if not values:
+                del flags[i]
+            elif len(values) <= IN_LIST and all("\x00" not in v for v in values):
+                flags[i] = f"({q(k)} IS NOT NULL AND {q(k)} IN ({', '.join(lit(v) for v in values)}))"
+    return [(i, flags[i], info) for i, _, info in scalar if i in flags]
+
+
+def _unique(con: duckdb.DuckDBPyConnection, table: str, c: Unique, i: int, long: str,
+            rows: int) -> None:
+    """Rows whose key an earlier row already had, with that earlier row's ``__seq``.
+
+    The keys' hashes find the candidates (:func:`_repeated_hashes`): a clean key costs one scan
+    and one sort. When few rows share a hash, only they are compared by their keys; when many
+    do (a key that mostly repeats), one hash aggregate over all rows finds the repeated keys.
+    """
     cols = ", ".join(q(k) for k in c.columns)
     _check_sql(con, table, c, cols)
     nonnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in c.columns)
-    repeated = q(f"{table}__repeated_{i}")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {repeated} AS SELECT {cols}, min(__seq) AS __first "
-                f"FROM {q(table)} WHERE {nonnull} GROUP BY ALL HAVING count(*) > 1")
-    if con.sql(f"SELECT count(*) FROM {repeated}").fetchall()[0][0]:
+    candidates, hit = _repeated_hashes(con, table, cols, nonnull, rows)
+    if not hit:
+        return
+    if hit > rows // 8:
+        repeated = q(f"{table}__repeated_{i}")
         on = " AND ".join(f"t.{q(k)} = d.{q(k)}" for k in c.columns)
+        con.execute(f"CREATE OR REPLACE TEMP TABLE {repeated} AS SELECT {cols}, min(__seq) AS __first "
+                    f"FROM {q(table)} WHERE {nonnull} GROUP BY ALL HAVING count(*) > 1")
         con.execute(f"INSERT INTO {long} SELECT t.__seq, {i}, CAST(d.__first AS VARCHAR) "
                     f"FROM {q(table)} t JOIN {repeated} d ON {on} WHERE t.__seq <> d.__first")
-    con.execute(f"DROP TABLE {repeated}")
+        con.execute(f"DROP TABLE {repeated}")
+        return
+    con.execute(f"INSERT INTO {long} SELECT __seq, {i}, CAST(__first AS VARCHAR) FROM ("
+                f"SELECT __seq, min(__seq) OVER (PARTITION BY {cols}) AS __first FROM {q(table)} "
+                f"WHERE {nonnull} AND hash({cols}) IN (SELECT unnest($1::UBIGINT[]))) "
+                f"WHERE __seq <> __first", [candidates.tolist()])
 
 
 def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[int, Monotonic]],
@@ -187,10 +283,16 @@ def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[i
     streamed = not by and not order_by
     for _, c in members:
         _check_sql(con, table, c, f"lag({q(c.column)}) OVER ({part}{order})")
-    cols = ", ".join(dict.fromkeys(q(c.column) for _, c in members))
+    columns = list(dict.fromkeys(c.column for _, c in members))
+    cols = ", ".join(q(k) for k in columns)
+    # the previous non-null value; a column without nulls takes the plain previous value, which
+    # is the same and several times cheaper to find
+    nulls = con.sql("SELECT " + ", ".join(f"count(*) > count({q(k)})" for k in columns)
+                    + f" FROM {q(table)}").fetchall()[0]
+    skip = {k: " IGNORE NULLS" if has else "" for k, has in zip(columns, nulls, strict=True)}
     for sort in ([False, True] if streamed else [True]):
         spec = f"{part}{order}" if sort else ""
-        lags = ", ".join(f"lag({q(c.column)} IGNORE NULLS) OVER ({spec}) AS __p{i}" for i, c in members)
+        lags = ", ".join(f"lag({q(c.column)}{skip[c.column]}) OVER ({spec}) AS __p{i}" for i, c in members)
         items = [(i, f"({q(c.column)} IS NOT NULL AND __p{i} IS NOT NULL AND {q(c.column)} "
                      f"{_order(c)[0]} __p{i})", f"__p{i}") for i, c in members]
         source = f"(SELECT __seq, {cols}, {lags}{'' if sort else ', lag(__seq) OVER () AS __ps'} FROM {q(table)})"
