@@ -1,6 +1,6 @@
 """Driver: Feast point-in-time join benchmark + DuckDB ASOF correctness reference.
 
-Runs with /work/main/.venv/bin/python (numpy, pyarrow, duckdb). For every
+Runs with the project's .venv/bin/python (numpy, pyarrow, duckdb). For every
 (size, key distribution) it
   1. generates data with make_data.py (cached in --data-root),
   2. runs feast_run.py in the Feast venv once per offline store as a subprocess
