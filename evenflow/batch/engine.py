@@ -32,7 +32,7 @@ from evenflow.core.source import Source
 from evenflow.core.steps import Artifact, Dedup, projection
 from evenflow.errors import DefinitionError
 from evenflow.io.readers import open_source
-from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation
+from evenflow.quality.validate import describe, infer_schema, lit, payload_sql, q, validation
 from evenflow.verify.contracts import ContractResult, evaluate_contracts
 from evenflow.verify.neardup import NearDedup
 
@@ -118,8 +118,8 @@ class BatchEngine:
         self.pipeline = pipeline
         self.reporter: Reporter = reporter or SilentReporter()
         tmp = temp_directory or os.path.join(tempfile.gettempdir(), "evenflow-spill")
-        config: dict[str, str | bool | int] = {"preserve_insertion_order": True,
-                                               "memory_limit": memory_limit, "temp_directory": tmp}
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "preserve_insertion_order": True, "memory_limit": memory_limit, "temp_directory": tmp}
         if threads:
             config["threads"] = int(threads)
         self.con = duckdb.connect(config=config)
@@ -169,18 +169,24 @@ class BatchEngine:
         raw, table = f"raw__{name}", f"src__{name}"
         with self.stage(f"read {name}"):
             version = open_source(self.con, source, raw)
-        schema = source.schema_ or infer_schema(self.con, raw, source)
+        described = describe(self.con, raw)
+        schema = source.schema_ or infer_schema(self.con, raw, source, described=described)
         if source.event_time and source.event_time not in schema.fields:
             raise DefinitionError(f"source {name!r}: event_time {source.event_time!r} not in schema")
         with self.stage(f"validate {name}"):
-            check = validation(self.con, raw, source, schema)
+            check = validation(self.con, raw, source, schema, described=described)
             raw_columns = check.raw_columns
             payload = "r.__line" if "__line" in raw_columns else payload_sql(raw_columns, "r.")
             raw_columns = [c for c in raw_columns if c != "__line"]
             cols = ", ".join(q(c) for c in schema.fields)
             # only the text readers (CSV, NDJSON) keep lines they could not split
             rejected = self._quarantine_rejects(raw, name) if source.format in ("csv", "ndjson") else 0
-            as_read = check.as_read and not self.con.sql(check.failures_sql).fetchall()[0][0]
+            read: int | None = None
+            as_read = check.as_read
+            if as_read:  # does any record fail? and the rows read, in the same round trip
+                failed, read = self.con.sql(f"SELECT ({check.failures_sql}), "
+                                            f"(SELECT count(*) FROM {q(raw)})").fetchall()[0]
+                as_read = not failed
             if as_read:
                 # Typed as read and no record fails: the valid rows are the raw relation itself,
                 # with nothing to copy (a Parquet file stays a scan, as a hand query reads it).
@@ -203,7 +209,7 @@ class BatchEngine:
             with self.stage(f"contracts {name}"):
                 results = evaluate_contracts(self.con, source=name, contracts=source.contracts,
                                              table=table, raw=raw, payload=payload)
-        read = self._count(raw)
+        read = self._count(raw) if read is None else int(read)
         # the valid rows are the raw ones as read unless a record failed or a contract dropped some
         valid = read if as_read and not source.contracts else self._count(table)
         rows_in = read + rejected
