@@ -32,7 +32,7 @@ from evenflow.core.source import Source
 from evenflow.core.steps import Artifact, Dedup, projection
 from evenflow.errors import DefinitionError
 from evenflow.io.readers import open_source
-from evenflow.quality.validate import infer_schema, lit, payload_sql, q, validation
+from evenflow.quality.validate import describe, infer_schema, lit, payload_sql, q, validation
 from evenflow.verify.contracts import ContractResult, evaluate_contracts
 from evenflow.verify.neardup import NearDedup
 
@@ -117,27 +117,29 @@ class BatchEngine:
                  run_id: str | None = None) -> None:
         self.pipeline = pipeline
         self.reporter: Reporter = reporter or SilentReporter()
-        self.con = duckdb.connect(config={"preserve_insertion_order": True})
-        self.con.execute("SET TimeZone='UTC'")
-        # progress is read by the reporter (query_progress), never printed by DuckDB itself
-        self.con.execute("SET enable_progress_bar=true; SET enable_progress_bar_print=false")
-        self.con.execute(f"SET memory_limit={lit(memory_limit)}")
         tmp = temp_directory or os.path.join(tempfile.gettempdir(), "evenflow-spill")
-        self.con.execute(f"SET temp_directory={lit(tmp)}")
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "preserve_insertion_order": True, "memory_limit": memory_limit, "temp_directory": tmp}
         if threads:
-            self.con.execute(f"SET threads={int(threads)}")
+            config["threads"] = int(threads)
+        self.con = duckdb.connect(config=config)
         self.run_id = run_id or os.urandom(6).hex()
         self._loaded: dict[str, LoadedSource] = {}
+        # one round trip: the time zone (ICU, not settable at connect), progress, the side tables.
+        # Progress is read by the reporter (query_progress), never printed by DuckDB itself.
         self.con.execute(
+            "SET TimeZone='UTC'; SET enable_progress_bar=true; SET enable_progress_bar_print=false; "
             "CREATE TABLE __quarantine (source VARCHAR, feature_set VARCHAR, record BIGINT, "
-            "payload VARCHAR, reason VARCHAR, field VARCHAR, step VARCHAR, detail VARCHAR)")
-        self.con.execute(
+            "payload VARCHAR, reason VARCHAR, field VARCHAR, step VARCHAR, detail VARCHAR); "
             "CREATE TABLE __duplicates (source VARCHAR, feature_set VARCHAR, record BIGINT, "
             "kept_record BIGINT, step VARCHAR, key VARCHAR)")
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         """A named stage; while it runs, DuckDB's progress on the current query is reported."""
+        if isinstance(self.reporter, SilentReporter):  # nobody reads the progress: no poller
+            yield
+            return
         with self.reporter.stage(name, total=100) as update:
             done = threading.Event()
 
@@ -167,17 +169,25 @@ class BatchEngine:
         raw, table = f"raw__{name}", f"src__{name}"
         with self.stage(f"read {name}"):
             version = open_source(self.con, source, raw)
-        schema = source.schema_ or infer_schema(self.con, raw, source)
+        described = describe(self.con, raw)
+        schema = source.schema_ or infer_schema(self.con, raw, source, described=described)
         if source.event_time and source.event_time not in schema.fields:
             raise DefinitionError(f"source {name!r}: event_time {source.event_time!r} not in schema")
         with self.stage(f"validate {name}"):
-            check = validation(self.con, raw, source, schema)
+            check = validation(self.con, raw, source, schema, described=described)
             raw_columns = check.raw_columns
             payload = "r.__line" if "__line" in raw_columns else payload_sql(raw_columns, "r.")
             raw_columns = [c for c in raw_columns if c != "__line"]
             cols = ", ".join(q(c) for c in schema.fields)
-            rejected = self._quarantine_rejects(raw, name)
-            if check.as_read and not self.con.sql(check.failures_sql).fetchall()[0][0]:
+            # only the text readers (CSV, NDJSON) keep lines they could not split
+            rejected = self._quarantine_rejects(raw, name) if source.format in ("csv", "ndjson") else 0
+            read: int | None = None
+            as_read = check.as_read
+            if as_read:  # does any record fail? and the rows read, in the same round trip
+                failed, read = self.con.sql(f"SELECT ({check.failures_sql}), "
+                                            f"(SELECT count(*) FROM {q(raw)})").fetchall()[0]
+                as_read = not failed
+            if as_read:
                 # Typed as read and no record fails: the valid rows are the raw relation itself,
                 # with nothing to copy (a Parquet file stays a scan, as a hand query reads it).
                 self.con.execute(f"CREATE OR REPLACE VIEW {q(table)} AS SELECT {cols}, __seq FROM {q(raw)}")
@@ -199,9 +209,12 @@ class BatchEngine:
             with self.stage(f"contracts {name}"):
                 results = evaluate_contracts(self.con, source=name, contracts=source.contracts,
                                              table=table, raw=raw, payload=payload)
-        rows_in = self._count(raw) + rejected
+        read = self._count(raw) if read is None else int(read)
+        # the valid rows are the raw ones as read unless a record failed or a contract dropped some
+        valid = read if as_read and not source.contracts else self._count(table)
+        rows_in = read + rejected
         loaded = LoadedSource(source, schema, raw, table, raw_columns, rows_in,
-                              rows_in - self._count(table), version, payload, results)
+                              rows_in - valid, version, payload, results)
         self._loaded[name] = loaded
         return loaded
 
@@ -284,7 +297,9 @@ class BatchEngine:
             quarantined = rejected + self._unique(current, table, loaded, fs)
         value_columns = [c for c in loaded.schema.fields
                          if c not in key and c != source.event_time] + added
-        rows_out = self._count(table)
+        plain = not fs.steps and not any(f.unique for f in loaded.schema.fields.values())
+        # without steps or unique checks the events are the source's valid rows, already counted
+        rows_out = loaded.rows_in - loaded.quarantined if plain else self._count(table)
         return PreparedEvents(fs, table, key, source.event_time, source.available_time,
                               value_columns, fitted, loaded.rows_in, rows_out,
                               loaded.quarantined + quarantined, duplicates, loaded)

@@ -24,14 +24,23 @@ _ISO = (r"'^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}([.][0-9]+
         r"([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)?)?$'")
 
 
-def infer_schema(con: duckdb.DuckDBPyConnection, raw: str, source: Source) -> Schema:
-    """A schema for a source declared without one: the columns as read, times as timestamps."""
+def describe(con: duckdb.DuckDBPyConnection, raw: str) -> dict[str, str]:
+    """The columns of ``raw`` and their DuckDB types, in order."""
+    return {r[0]: r[1] for r in con.sql(f"DESCRIBE {q(raw)}").fetchall()}
+
+
+def infer_schema(con: duckdb.DuckDBPyConnection, raw: str, source: Source, *,
+                 described: dict[str, str] | None = None) -> Schema:
+    """A schema for a source declared without one: the columns as read, times as timestamps.
+
+    ``described``: the columns of ``raw`` from :func:`describe`, to save asking again.
+    """
     from evenflow.core import schema as S
 
     kinds = {"VARCHAR": S.String, "BIGINT": S.Int, "INTEGER": S.Int, "DOUBLE": S.Float,
              "FLOAT": S.Float, "BOOLEAN": S.Bool}
     fields: dict[str, object] = {}
-    for name, typ, *_ in con.sql(f"DESCRIBE {q(raw)}").fetchall():
+    for name, typ in (described or describe(con, raw)).items():
         if name in ("__seq", "__line"):
             continue
         if name in (source.event_time, source.available_time) or typ.startswith("TIMESTAMP"):
@@ -106,9 +115,10 @@ def validation_sql(con: duckdb.DuckDBPyConnection, raw: str, source: Source,
     return v.sql, v.raw_columns
 
 
-def validation(con: duckdb.DuckDBPyConnection, raw: str, source: Source, schema: Schema) -> Validation:
-    """The schema check of ``raw`` (see :class:`Validation`)."""
-    described = {r[0]: r[1] for r in con.sql(f"DESCRIBE {q(raw)}").fetchall()}
+def validation(con: duckdb.DuckDBPyConnection, raw: str, source: Source, schema: Schema, *,
+               described: dict[str, str] | None = None) -> Validation:
+    """The schema check of ``raw`` (see :class:`Validation`); ``described`` as for infer_schema."""
+    described = described or describe(con, raw)
     raw_columns = [c for c in described if c != "__seq"]  # __line (NDJSON) is the payload
     required = {c for c in [*source.key, source.event_time, source.available_time] if c}
     selects, fails = [], []
