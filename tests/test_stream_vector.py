@@ -300,3 +300,35 @@ def test_an_expression_of_mixed_types_is_kept_as_text():
     res = eng.process_batch(recs)
     assert [r["who"] for r in res.rows("fs")] == ["m1", "1"]
     assert res.outputs["fs"].schema.field("who").type == pa.string()
+
+
+JUNK = [None, True, False, 0, -1, 2**70, 1.5, float("inf"), float("-inf"), "", "x", "nan", "1e400",
+        "2026-03-01T10:00:00Z", "2026-03-01T10:00:00.123+05:30", "2026-02-30T10:00:00Z",
+        "2026-03-01T24:00:00Z", "été", "r5", "a", [1, 2], {"k": 1}, "  true ",
+        "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-03-01T10:00:00.1234567Z"]
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(records=st.lists(st.one_of(
+    st.fixed_dictionaries({k: st.one_of(st.just(GOOD[k]), st.sampled_from(JUNK)) for k in GOOD},
+                          optional={"extra": st.sampled_from(JUNK)}),
+    st.sampled_from(["{bad", "[1]", "null", b"\xff\xfe", '{"id": "r9"}'])), min_size=1, max_size=25),
+    lateness=st.sampled_from(["0s", "10m", "3650d"]))
+def test_junk_never_crashes_and_matches_process(records, lateness):
+    """Any JSON value in any field, text that is not JSON, timestamps a datetime cannot hold:
+    both paths quarantine the same records with the same reasons and keep the same state."""
+    fs = ef.FeatureSet("fs", source=ef.source.frame([], name="ev", key="card", event_time="ts",
+                                                    schema=SCHEMA),
+                       steps=[ef.Dedup("id")],
+                       features=[ef.count(window="1h"), ef.sum("x", window="1h"), ef.max("n", window="1h"),
+                                 ef.distinct("kind", window="1h"), ef.last("ok", window="1h"),
+                                 ef.derive("d", "x / (n + 1)")])
+    _both(ef.Pipeline(name="p", feature_sets=[fs]), None, records, [len(records) // 2], lateness=lateness)
+
+
+def test_text_that_is_not_unicode_is_escaped_in_the_output_only():
+    fs = ef.FeatureSet("fs", source=_source([], False), features=[ef.count(window="1h")])
+    eng = StreamEngine(ef.Pipeline(name="p", feature_sets=[fs]))
+    res = eng.process_batch(['{"txn": "t1", "card": "k\\ud800", "ts": "2026-03-01T10:00:00Z"}'])
+    assert res.rows("fs")[0]["card"] == "k\\ud800"              # escaped in the Arrow table
+    assert ("k\ud800",) in eng.sets["fs"].states                  # as it arrived in the state

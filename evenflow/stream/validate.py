@@ -63,7 +63,10 @@ def _parse_iso(text: str, zone: tzinfo | None) -> datetime | None:
         if zone is None:
             return None
         value = value.replace(tzinfo=zone)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:       # year 1 or 9999 pushed past the range of a datetime by its offset
+        return None
 
 
 def parse_timestamp(value: Any, tz: str | None = None) -> tuple[datetime | None, str]:
@@ -74,6 +77,8 @@ def parse_timestamp(value: Any, tz: str | None = None) -> tuple[datetime | None,
     >>> parse_timestamp("2026-03-01T12:00:00", "Europe/Paris")[0].hour
     11
     >>> parse_timestamp("yesterday")
+    (None, 'unparseable_timestamp')
+    >>> parse_timestamp("0001-01-01T00:00:00+01:00")   # before year 1 in UTC
     (None, 'unparseable_timestamp')
     """
     if isinstance(value, datetime):

@@ -291,7 +291,7 @@ def _entity_codes(keys: list[Col], n: int) -> tuple[np.ndarray, list[tuple[Any, 
             if encoded.null_count == 0:
                 return (np.asarray(encoded.indices, np.int64),
                         [(v,) for v in encoded.dictionary.to_pylist()])
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
             pass
     index: dict[tuple[Any, ...], int] = {}
     rows = zip(*[k.values() for k in keys], strict=True)

@@ -85,14 +85,17 @@ class Col:
 
     def arrow(self) -> pa.Array:
         if self.kind == "obj":
-            if set(map(type, self.data)) <= {str, type(None)}:
-                return pa.array(self.data, type=pa.string())
             try:
+                if set(map(type, self.data)) <= {str, type(None)}:
+                    return pa.array(self.data, type=pa.string())
                 return pa.array(self.data)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
-                # Values of several types (an expression that returns text or a number): a
-                # column holds one type, so they are kept as their text.
-                return pa.array([None if v is None else str(v) for v in self.data], pa.string())
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
+                # Values of several types (an expression that returns text or a number), or
+                # text that is not valid Unicode (a lone surrogate from a JSON escape): an Arrow
+                # column holds one type of valid UTF-8, so they are kept as their escaped text.
+                return pa.array([None if v is None else
+                                 str(v).encode("utf-8", "backslashreplace").decode("utf-8")
+                                 for v in self.data], pa.string())
         mask = self.null if self.null is not None and self.null.any() else None
         if self.kind == "ts":
             return pa.array(self.data, type=TS, mask=mask)

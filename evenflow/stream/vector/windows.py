@@ -276,7 +276,7 @@ def _codes(g: Gathered, c: int) -> np.ndarray:
             try:      # text: Arrow's hash table (nulls are never looked up)
                 codes = pa.array(col.data, pa.string()).dictionary_encode().indices
                 g.cache[key] = np.asarray(codes.fill_null(0), np.int64)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):
                 index: dict[Any, int] = {}
                 g.cache[key] = np.fromiter((index.setdefault(v, len(index)) for v in col.data),
                                            np.int64, len(col.data))
