@@ -110,6 +110,23 @@ def to_micros(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+def valid_text(value: str) -> bool:
+    """Whether ``value`` is valid Unicode text: JSON's ``"\\ud800"`` decodes to a lone surrogate,
+    which no UTF-8 sink (Delta, msgpack, Arrow) can store, and which the batch engine's JSON
+    reader refuses.
+
+    >>> valid_text("été"), valid_text("x" + chr(0xD800))
+    (True, False)
+    """
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
@@ -181,7 +198,8 @@ def _converter(field: Any) -> Callable[[Any], tuple[Any, str]]:
         return lambda v: (float(v), "") if type(v) in (float, int) else \
             ((typed := simple(v)), "" if typed is not None else "wrong_type")
     if field.type == "string":
-        return lambda v: (v, "") if type(v) is str else (as_text(v), "")
+        return lambda v: ((v, "") if valid_text(v) else (None, "wrong_type")) if type(v) is str \
+            else (as_text(v), "")
 
     def convert(value: Any) -> tuple[Any, str]:
         typed = simple(value)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from evenflow.stream.validate import to_micros
+from evenflow.stream.validate import to_micros, valid_text
 from evenflow.stream.vector.columns import BIG, Col, is_none, objects, set_value
 
 if TYPE_CHECKING:
@@ -156,8 +156,8 @@ def validate(engine: StreamEngine, records: list[dict[str, Any]]) -> tuple[dict[
             bad = ~parsed & ~null
             col = Col("ts", micros, null)
         else:
-            bad = np.fromiter((v is not None and type(v) is not str for v in raw), bool, n) \
-                if types - {str, type(None)} else np.zeros(n, bool)
+            bad = np.fromiter((v is not None and (type(v) is not str or not valid_text(v))
+                               for v in raw), bool, n)
             col = Col("obj", boxed)
         if kind in ("float", "int"):
             values = col.data
