@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from evenflow.core.expr import _compile
 from evenflow.core.steps import Clip, Dedup, Impute, RecordRejected
+from evenflow.errors import EvenflowError
 from evenflow.stream.vector.columns import Col, constant
 from evenflow.stream.vector.expressions import Unsupported, evaluate_columns
 from evenflow.stream.vector.parse import validate
@@ -99,13 +100,13 @@ def process_batch(engine: StreamEngine, records: Sequence[dict[str, Any] | str |
 
 def _process_batch(engine: StreamEngine, records: Sequence[dict[str, Any] | str | bytes],
                    seqs: Sequence[int] | None) -> BatchResult:
-
     from evenflow.stream.engine import payload_text
 
     n = len(records)
     seq_list = list(range(engine.seq, engine.seq + n)) if seqs is None else list(seqs)
     if len(seq_list) != n:
-        raise ValueError(f"process_batch: {n} records but {len(seq_list)} seqs")
+        raise EvenflowError(f"process_batch got {n} records but {len(seq_list)} seqs",
+                            fix="pass one arrival number per record, or no seqs at all")
     if whole_batch_fallback(engine) is not None or n == 0:
         return from_result(engine.process(records, seqs=seq_list))
     quarantined: list[dict[str, Any]] = []
