@@ -353,12 +353,6 @@ def append_states(fs: FeatureSetStream, g: Gathered, entities: list[tuple[Any, .
             del states[entities[i]]
 
 
-def _values_at(col: Col, rows: np.ndarray) -> list[Any]:
-    if col.kind == "obj":
-        return col.data[rows].tolist()  # type: ignore[no-any-return]
-    return col.take(np.flatnonzero(rows)).values()
-
-
 def per_event(fs: FeatureSetStream, entities: list[tuple[Any, ...]], t: np.ndarray, seq: np.ndarray,
                a: np.ndarray, value_cols: list[Col]) -> list[Col]:
     """The per-record path's state update and evaluation, event by event in arrival order."""
