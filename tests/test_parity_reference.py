@@ -10,23 +10,16 @@ exact; optionally ``available_time = event_time + delay``. Values are compared w
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
+import reference  # tests/reference.py: the tests directory is on the path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import evenflow as ef
 from evenflow.batch.engine import BatchEngine
 from evenflow.batch.training import build
-
-_spec = importlib.util.spec_from_file_location("evenflow_tests_reference",
-                                               Path(__file__).with_name("reference.py"))
-assert _spec is not None and _spec.loader is not None
-reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference)
 
 TS = pa.timestamp("us", tz="UTC")
 BASE = int(dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC).timestamp()) * 1_000_000

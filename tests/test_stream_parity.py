@@ -15,15 +15,14 @@ computed over the batch engine's cleaned events.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import itertools
 import json
 import random
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
+import reference  # tests/reference.py: the tests directory is on the path
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -31,12 +30,6 @@ import evenflow as ef
 from evenflow.batch.engine import BatchEngine
 from evenflow.stream.engine import StreamEngine
 from evenflow.stream.parity import check_parity, same, with_data
-
-_spec = importlib.util.spec_from_file_location("evenflow_tests_reference_s",
-                                               Path(__file__).with_name("reference.py"))
-assert _spec is not None and _spec.loader is not None
-reference = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(reference)
 
 TS = pa.timestamp("us", tz="UTC")
 BASE = int(dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC).timestamp()) * 1_000_000
