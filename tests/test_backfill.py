@@ -165,3 +165,41 @@ def test_backfill_from_bronze_delta_and_into_redis(tmp_path):
     finally:
         store.clear()
         redis.Redis.from_url("redis://127.0.0.1:6379/0").close()
+
+
+def test_backfill_command_fills_an_empty_redis_store_and_refuses_a_full_one(tmp_path):
+    """``evenflow backfill`` end to end: fit, load, write to real Redis; a second run is refused."""
+    redis = pytest.importorskip("redis")
+    from typer.testing import CliRunner
+
+    from evenflow.cli import app as cli
+    from evenflow.stream.store import OnlineReader, RedisStore
+
+    rows = _rows(300, seed=4)
+    path = tmp_path / "events.ndjson"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    p = _pipeline(path)
+    pipeline_file = tmp_path / "pipeline.yaml"
+    pipeline_file.write_text(p.to_yaml())
+    batch, artifacts = _batch(p)
+    prefix = f"evenflow-test-{uuid.uuid4().hex[:8]}"
+    url = "redis://127.0.0.1:6379/0"
+    args = ["backfill", str(pipeline_file), "--redis", url, "--prefix", prefix]
+    store = RedisStore(url, prefix=prefix)
+    try:
+        out = CliRunner().invoke(cli, args)
+        assert out.exit_code == 0, out.output
+        assert f"backfilled {len(rows) - 1:,} events" in " ".join(out.output.split())   # 1 bad
+        assert store.checkpoint() == 0
+        reader = OnlineReader(p, "card", store, artifacts=artifacts)
+        end = max(dt.datetime.fromisoformat(r["ts"]) for r in rows) + dt.timedelta(hours=4)
+        for card in sorted({r["card"] for r in rows}):
+            _check_totals(reader.read(card, at=end.isoformat()),
+                          [r for r in batch.values() if r["card"] == card])
+        again = CliRunner().invoke(cli, args)
+        assert again.exit_code != 0
+        assert "already holds a checkpoint" in " ".join(again.output.split())
+        assert "another --prefix" in " ".join(again.output.split())
+    finally:
+        store.clear()
+        redis.Redis.from_url(url).close()

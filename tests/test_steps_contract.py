@@ -381,7 +381,10 @@ def _through_sql(con: duckdb.DuckDBPyConnection, step: S._Step, art: S.Artifact,
         rows = con.sql(f'SELECT {expr} FROM __ex ORDER BY "{OTHER}"').fetchall()
     finally:
         con.unregister("__ex")
-    return [float(r[0]) if isinstance(r[0], decimal.Decimal) else r[0] for r in rows]
+    # a fitted float is a DOUBLE in SQL: an integer column imputed or clipped with it must not
+    # turn DECIMAL (decimal.Decimal), which the stream engine never produces
+    assert not any(isinstance(r[0], decimal.Decimal) for r in rows), rows[:3]
+    return [r[0] for r in rows]
 
 
 def test_documented_examples(con: duckdb.DuckDBPyConnection) -> None:
@@ -396,6 +399,12 @@ def test_documented_examples(con: duckdb.DuckDBPyConnection) -> None:
     assert art == {"lower": 1.0, "upper": 4.0}
     assert clip.transform_one({"x": 100.0}, art) == {"x": 4.0}
     assert _through_sql(con, clip, art, [100.0, None, 0.5]) == [4.0, None, 1.0]
+    # an integer column with a fitted float: DOUBLE in SQL, as the stream's Python floats
+    imp = S.Impute("x", "median")
+    art = imp.fit(pa.table({"x": [4, 1, None, 3, 2]}))
+    assert art == {"value": 2.5}
+    assert _through_sql(con, imp, art, [7, None]) == [7.0, 2.5]
+    assert _through_sql(con, clip, {"lower": 1.0, "upper": 4.0}, [100, None, 0]) == [4.0, None, 1.0]
 
     std = S.Standardize("x")
     art = std.fit(pa.table({"x": [2.0, 4.0, None, 6.0]}))

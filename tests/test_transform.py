@@ -10,7 +10,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,23 +73,8 @@ def _versions(layout: Layout) -> dict[str, int]:
     return {str(p): DeltaTable(str(p)).version() for p in paths}
 
 
-def test_three_increments_equal_one_batch_run(tmp_path):
-    lines = _records(240, seed=1)
-    all_file = tmp_path / "all.ndjson"
-    all_file.write_text("\n".join(lines) + "\n")
-    p = _pipeline(tmp_path / "out", all_file)
-    layout = Layout.under(tmp_path / "lake")
-    sink = BronzeSink(str(layout.bronze), "runner-1")
-    for batch, (lo, hi) in enumerate([(0, 60), (60, 170), (170, 240)], start=1):
-        sink.append([RawEvent(x, "s", str(i)) for i, x in enumerate(lines[lo:hi], lo)], batch=batch,
-                    offset=str(hi - 1))
-        stats = transform(p, layout=layout)
-        assert stats.records == hi - lo
-        assert stats.silver + stats.quarantined == hi - lo
-        before = _versions(layout)
-        assert transform(p, layout=layout).bronze_version is None     # idempotent
-        assert _versions(layout) == before
-
+def _assert_equals_one_batch_run(p: ef.Pipeline, layout: Layout, lines: list[str]) -> None:
+    """Gold equals the batch engine over every line; silver + quarantine account for every line."""
     eng = BatchEngine(p)
     try:
         for fs in p.feature_sets:
@@ -109,6 +99,26 @@ def test_three_increments_equal_one_batch_run(tmp_path):
     dups = DeltaTable(str(layout.duplicates)).to_pyarrow_table().to_pylist()
     assert sorted((d["feature_set"], d["bronze_version"]) for d in dups) == \
         [("card", 1), ("card", 1), ("merchant", 1), ("merchant", 1)]   # bronze versions 0, 1, 2
+
+
+def test_three_increments_equal_one_batch_run(tmp_path):
+    lines = _records(240, seed=1)
+    all_file = tmp_path / "all.ndjson"
+    all_file.write_text("\n".join(lines) + "\n")
+    p = _pipeline(tmp_path / "out", all_file)
+    layout = Layout.under(tmp_path / "lake")
+    sink = BronzeSink(str(layout.bronze), "runner-1")
+    for batch, (lo, hi) in enumerate([(0, 60), (60, 170), (170, 240)], start=1):
+        sink.append([RawEvent(x, "s", str(i)) for i, x in enumerate(lines[lo:hi], lo)], batch=batch,
+                    offset=str(hi - 1))
+        stats = transform(p, layout=layout)
+        assert stats.records == hi - lo
+        assert stats.silver + stats.quarantined == hi - lo
+        before = _versions(layout)
+        assert transform(p, layout=layout).bronze_version is None     # idempotent
+        assert _versions(layout) == before
+
+    _assert_equals_one_batch_run(p, layout, lines)
 
 
 def test_a_crash_between_writes_is_finished_not_repeated(tmp_path, monkeypatch):
@@ -168,3 +178,58 @@ def test_bounded_windows_reach_back_into_the_previous_increment(tmp_path):
     assert gold.keys() == want.keys()
     bad = [(k, f) for k in want for f in p.feature_sets[0].feature_names if not same(gold[k][f], want[k][f])]
     assert not bad, bad[:5]
+
+
+def test_follow_processes_each_new_bronze_version_until_interrupted(tmp_path):
+    """``evenflow transform --follow`` in a real process: increments landed while it runs are
+    picked up on its own, and Ctrl-C stops it cleanly with the same result as three runs."""
+    lines = _records(240, seed=1)
+    all_file = tmp_path / "all.ndjson"
+    all_file.write_text("\n".join(lines) + "\n")
+    p = _pipeline(tmp_path / "out", all_file)
+    pipeline_file = tmp_path / "pipeline.yaml"
+    pipeline_file.write_text(p.to_yaml())
+    bronze = tmp_path / "bronze"
+    layout = Layout.under(p.output.lakehouse_path(), bronze)
+    sink = BronzeSink(str(bronze), "runner-1")
+    sink.append([RawEvent(x, "s", str(i)) for i, x in enumerate(lines[:60])], batch=1, offset="59")
+    log = tmp_path / "follow.log"
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "evenflow.cli", "transform", str(pipeline_file),
+                                 "--bronze", str(bronze), "--follow", "--interval", "200ms"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env)
+    try:
+        def accounted() -> int:
+            if not (layout.silver.exists() and layout.quarantine.exists()):
+                return 0
+            return sum(DeltaTable(str(t)).to_pyarrow_table().num_rows
+                       for t in (layout.silver, layout.quarantine))
+
+        def wait_for(n: int) -> None:
+            deadline = time.monotonic() + 120
+            while accounted() < n:
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.2)
+
+        wait_for(60)
+        for batch, (lo, hi) in enumerate([(60, 170), (170, 240)], start=2):
+            sink.append([RawEvent(x, "s", str(i)) for i, x in enumerate(lines[lo:hi], lo)], batch=batch,
+                        offset=str(hi - 1))
+            wait_for(hi)
+        deadline = time.monotonic() + 60            # an idle round after the last version
+        while log.read_text().count("nothing new in bronze") < 1 or \
+                not log.read_text().rstrip().endswith("nothing new in bronze"):
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert [f"bronze version {v}:" in text for v in (0, 1, 2)] == [True] * 3, text
+    assert "Traceback" not in text
+    _assert_equals_one_batch_run(p, layout, lines)
