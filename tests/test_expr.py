@@ -69,12 +69,28 @@ def agree(a: Any, b: Any) -> bool:
     return math.isclose(float(a), float(b), rel_tol=1e-9, abs_tol=1e-12)
 
 
+def same_outcome(f: Any, g: Any, record: dict[str, Any]) -> bool:
+    """The same value (bit for bit, NaN included, bool is not int) or the same exception type."""
+    outcome = []
+    for fn in (f, g):
+        try:
+            outcome.append(("value", fn(record)))
+        except Exception as exc:  # noqa: BLE001 - the exception type is the outcome
+            outcome.append(("raised", type(exc)))
+    (ka, a), (kb, b) = outcome
+    if ka != kb or type(a) is not type(b):
+        return False
+    return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+
+
 def check(con: duckdb.DuckDBPyConnection, text: str, records: list[dict[str, Any]]) -> None:
     expr = Expr.parse(text)
     assert Expr.parse(expr.text).text == expr.text  # canonical text is a fixed point
     by_sql = run_sql(con, expr, records)
+    compiled = expr.compiled()
     for record, sql_value in zip(records, by_sql, strict=True):
         py_value = expr.evaluate(record)
+        assert same_outcome(compiled, expr.evaluate, record), f"{text!r} on {record}: compiled != evaluate"
         assert agree(py_value, sql_value), (
             f"{text!r} on {record}: Python {py_value!r}, SQL {sql_value!r} ({expr.to_sql()})")
 
