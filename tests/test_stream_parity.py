@@ -323,11 +323,11 @@ SCHEMA = ef.Schema(id=ef.String(nullable=False, regex="r[0-9]+"), card=ef.String
 GOOD = {"id": "r1", "card": "c1", "ts": "2026-03-01T10:00:00Z", "n": 3, "x": 1.5, "ok": True, "kind": "a"}
 BAD_VALUES = {
     "id": [None, "x1", "r", 12, "r12"],
-    "card": [None, "", "c2", 7],
+    "card": [None, "", "c2", 7, "ç1", True],
     "ts": [None, "2026-03-01T10:00:00", "yesterday", "2026-03-01 10:00:00+01", "2026-13-01T00:00:00Z",
            "2026-03-01", 1772000000, "2026-03-01T10:00:00.123456+05:30"],
     "n": [None, -1, 101, "7", "1.5", 2.0, "x", True, 100],
-    "x": [None, -1.0, -0.5, "2e3", "nan", "abc", 1e6, 3],
+    "x": [None, -1.0, -0.5, "2e3", "nan", "abc", 1e6, 3, True, False, -1],
     "ok": [None, "true", "T", "0", "yes", "No", " true", "on", 1, 2],
     "kind": [None, "c", "A", "b", 1],
 }
@@ -496,3 +496,22 @@ def test_unbounded_left_closed_does_not_count_events_at_the_watermark(emit):
     assert [(r["count_before"], r["since_last_before"]) for r in rows] == [(0, None), (0, None)]
     assert eng.read("card", "c1", at="2026-03-01T10:00:00Z")["count_before"] == 0
     assert eng.read("card", "c1", at="2026-03-01T10:00:01Z")["count_before"] == 2
+
+
+TS_PIECES = st.tuples(
+    st.sampled_from(["2026-03-01", "2026-02-30", "0001-01-01", "9999-12-31", "2026-3-01", "20260301"]),
+    st.sampled_from(["T", " ", "t", ""]),
+    st.sampled_from(["10:00:00", "23:59:60", "24:00:00", "10:00", "7:00:00", "10:00:00"]),
+    st.sampled_from(["", ".1", ".123456", ".1234567", ".", ".12a"]),
+    st.sampled_from(["Z", "z", "+00:00", "-05:30", "+14:00", "+23:59", "+0530", "+05", " Z", "", "+5:00"]),
+    st.sampled_from(["", " ", "\n"]),
+)
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(pieces=TS_PIECES, tz=st.sampled_from([None, "Europe/Paris"]))
+def test_timestamp_fast_path_equals_the_strict_parser(pieces, tz):
+    from evenflow.stream.validate import _parse_text, parse_timestamp
+
+    text = "".join(pieces)
+    assert parse_timestamp(text, tz) == _parse_text(text.strip(), tz), text
