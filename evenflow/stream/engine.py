@@ -162,16 +162,16 @@ class FeatureSetStream:
             if artifact is None:
                 if not self._dedup(step, rec, seq, t, payload, result):
                     return "duplicate"
-            elif step.stateful:
-                skey = step.state_key(rec, artifact)
-                memory = self.step_state.setdefault(step.id, {})
-                rec = step.transform_one(rec, artifact, state=memory.setdefault(skey, {}))
-                self._dirty("s", step.id).add(skey)
-            else:
+            elif not step.stateful:
                 try:
                     rec = step.transform_one(rec, artifact)
                 except RecordRejected as exc:
                     return exc.reason, exc.field, exc.step, exc.message
+            else:
+                skey = step.state_key(rec, artifact)
+                memory = self.step_state.setdefault(step.id, {})
+                rec = step.transform_one(rec, artifact, state=memory.setdefault(skey, {}))
+                self._dirty("s", step.id).add(skey)
         for name in self.unique:
             value = rec.get(name)
             if value is not None:
@@ -450,7 +450,7 @@ class StreamEngine:
                              f"event_time is {(watermark - t) / 1e6:g} s behind the watermark")
             return
         for fs in self.sets.values():
-            outcome = fs.accept(dict(typed), seq, t, a, payload, result)
+            outcome = fs.accept(typed, seq, t, a, payload, result)   # steps copy, never mutate
             if isinstance(outcome, tuple):
                 reason, fld, step, detail = outcome
                 self._quarantine(result, seq, payload, reason, fld, step, detail)
