@@ -342,6 +342,13 @@ def _generate(plan: AggregatePlan) -> Any:
         for p in positions:
             g = plan.aggs[p]
             v = f"v{gi}_{g.col}"
+            if window is None and g.agg == "since_last":
+                # _aggregate's since_last: the latest live event, or a later retired one
+                lines += [f"    latest = times[{hi} - 1] if {hi} else None", "    r = state.retired",
+                          "    if r is not None and r.latest is not None:",
+                          "        latest = r.latest if latest is None else max(latest, r.latest)",
+                          f"    o{p} = None if latest is None else (t - latest) / {_US}"]
+                continue
             if window is None:
                 vals = v if g.col >= 0 and g.agg not in ("first", "last") else "None"
                 code = f"_aggregate(aggs[{p}], state, rng{gi}, 0, {hi}, t, state.retired, {vals})"
@@ -350,7 +357,11 @@ def _generate(plan: AggregatePlan) -> Any:
             elif g.agg == "since_last":
                 code = f"(t - times[{hi} - 1]) / {_US} if {hi} > {lo} else None"
             elif g.agg in ("first", "last"):
-                code = f"_first_last({g.agg!r}, state, range({lo}, {hi}), {lo}, {hi}, {g.col}, None)"
+                # the first (last) non-null value of the slice, as _first_last finds it
+                span = f"range({lo}, {hi})" if g.agg == "first" else f"range({hi} - 1, {lo} - 1, -1)"
+                lines += [f"    o{p} = None", f"    c = cols[{g.col}]", f"    for i in {span}:",
+                          "        if c[i] is not None:", f"            o{p} = c[i]", "            break"]
+                continue
             else:
                 code = {"sum": f"_sum({v})", "distinct": f"len(set({v}))",
                         "min": f"min({v}) if {v} else None", "max": f"max({v}) if {v} else None",
