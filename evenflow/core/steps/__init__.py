@@ -15,7 +15,7 @@ Both forms give the same value for the same record and artifact; the contract te
 >>> step.transform_one({"amount": None}, art)
 {'amount': 3.0}
 >>> step.sql(art)
-{'amount': 'COALESCE("amount", 3.0)'}
+{'amount': 'COALESCE("amount", CAST(3.0 AS DOUBLE))'}
 """
 
 from __future__ import annotations

@@ -115,7 +115,7 @@ def projection(step: _Step, artifact: Artifact, columns: list[str]) -> str:
 
     >>> from evenflow.core.steps import Impute
     >>> projection(Impute("x", "mean", indicator=True), {"value": 1.0}, ["x", "y"])
-    '* REPLACE (COALESCE("x", 1.0) AS "x"), ("x" IS NULL) AS "x_missing"'
+    '* REPLACE (COALESCE("x", CAST(1.0 AS DOUBLE)) AS "x"), ("x" IS NULL) AS "x_missing"'
     """
     return select_list(step.sql(artifact), columns)
 
