@@ -88,8 +88,10 @@ def _no_nulls(files: list[pq.ParquetFile], index: int) -> bool:
             continue
         meta = f.metadata
         for g in range(meta.num_row_groups):
-            chunk = meta.row_group(g).column(index)
-            stats = chunk.statistics
+            group = meta.row_group(g)
+            if group.num_rows == 0:
+                continue
+            stats = group.column(index).statistics
             if stats is None or not stats.has_null_count or stats.null_count != 0:
                 return False
     return True
