@@ -272,3 +272,8 @@ def test_column_types_agree_with_duckdb(tmp_path: Path) -> None:
                      "t_utc": "TIMESTAMP WITH TIME ZONE", "dict": "VARCHAR"}
     for column, typ in known.items():
         assert described[column] == typ, column
+    # names DuckDB would tell apart differently (case) or holds itself (__seq): DuckDB decides
+    for columns in ({"Card": ["a"], "card": ["b"], "ts": _t(0)}, {"card": ["a"], "ts": _t(0), "__seq": [1]}):
+        odd = _write(tmp_path / "odd.parquet", pa.table(columns))
+        assert clean_parquet(ef.source.parquet(odd, name="ev", key="card", event_time="ts")) is None
+

@@ -149,7 +149,8 @@ def clean_parquet(source: Source, *, threads: bool = True) -> CleanParquet | Non
     if any(_layout(f) != _layout(first) for f in opened[1:]):
         return None
     columns = [c.name for c in first.schema]
-    if len(set(columns)) != len(columns) or any(c.startswith("__") for c in columns):
+    # DuckDB's names are case-insensitive: columns that differ only by case are renamed there
+    if len({c.lower() for c in columns}) != len(columns) or any(c.startswith("__") for c in columns):
         return None
     raw = {c.name: duckdb_type(c) for c in first.schema}
     if source.schema_ is not None:
