@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from functools import partial
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -37,8 +37,10 @@ from evenflow.core.pipeline import Pipeline
 from evenflow.core.source import Source
 from evenflow.core.steps import Artifact
 from evenflow.errors import DefinitionError
-from evenflow.io.parquet_arrow import CleanParquet, clean_parquet
 from evenflow.quality.validate import q
+
+if TYPE_CHECKING:
+    from evenflow.io.parquet_arrow import CleanParquet
 
 #: what the lookup needs of one feature set: the set, its key, and its events (a callable that
 #: reads them, as ``evenflow.batch.lookup.events_table`` gives them)
@@ -144,6 +146,8 @@ def _by_arrow(eng: BatchEngine, points: Source, feature_sets: list[FeatureSet], 
     (``evenflow.io.parquet_arrow``), steps, a feature set the lookup does not answer, or
     anything the DuckDB path would reject with an error. That path then answers, or raises.
     """
+    from evenflow.io.parquet_arrow import clean_parquet  # pyarrow.parquet: imported when needed
+
     threads = eng.threads != 1
     if eng.pipeline.sources.get(points.name) is not points:  # load_source reads the pipeline's
         return None
