@@ -118,21 +118,39 @@ class BatchEngine:
         self.pipeline = pipeline
         self.reporter: Reporter = reporter or SilentReporter()
         tmp = temp_directory or os.path.join(tempfile.gettempdir(), "evenflow-spill")
-        config: dict[str, str | bool | int | float | list[str]] = {
+        self._config: dict[str, str | bool | int | float | list[str]] = {
             "preserve_insertion_order": True, "memory_limit": memory_limit, "temp_directory": tmp}
         if threads:
-            config["threads"] = int(threads)
-        self.con = duckdb.connect(config=config)
+            self._config["threads"] = int(threads)
+        self.threads = threads
+        self._con: duckdb.DuckDBPyConnection | None = None
         self.run_id = run_id or os.urandom(6).hex()
         self._loaded: dict[str, LoadedSource] = {}
-        # one round trip: the time zone (ICU, not settable at connect), progress, the side tables.
-        # Progress is read by the reporter (query_progress), never printed by DuckDB itself.
-        self.con.execute(
-            "SET TimeZone='UTC'; SET enable_progress_bar=true; SET enable_progress_bar_print=false; "
-            "CREATE TABLE __quarantine (source VARCHAR, feature_set VARCHAR, record BIGINT, "
-            "payload VARCHAR, reason VARCHAR, field VARCHAR, step VARCHAR, detail VARCHAR); "
-            "CREATE TABLE __duplicates (source VARCHAR, feature_set VARCHAR, record BIGINT, "
-            "kept_record BIGINT, step VARCHAR, key VARCHAR)")
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection, opened on first use.
+
+        Opening one costs about 17 ms of CPU and 27 MB; a call that reads clean typed Parquet
+        straight into Arrow (``evenflow.io.parquet_arrow``) never needs one.
+        """
+        if self._con is None:
+            con = duckdb.connect(config=self._config)
+            # one round trip: the time zone (ICU, not settable at connect), progress, the side
+            # tables. Progress is read by the reporter (query_progress), never printed by DuckDB.
+            con.execute(
+                "SET TimeZone='UTC'; SET enable_progress_bar=true; SET enable_progress_bar_print=false; "
+                "CREATE TABLE __quarantine (source VARCHAR, feature_set VARCHAR, record BIGINT, "
+                "payload VARCHAR, reason VARCHAR, field VARCHAR, step VARCHAR, detail VARCHAR); "
+                "CREATE TABLE __duplicates (source VARCHAR, feature_set VARCHAR, record BIGINT, "
+                "kept_record BIGINT, step VARCHAR, key VARCHAR)")
+            self._con = con
+        return self._con
+
+    @property
+    def connected(self) -> bool:
+        """Whether this engine has opened its DuckDB connection."""
+        return self._con is not None
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -145,8 +163,10 @@ class BatchEngine:
 
             def poll() -> None:
                 while not done.wait(0.25):
+                    if self._con is None:  # nothing runs on DuckDB (yet): nothing to poll
+                        continue
                     try:
-                        percent = self.con.query_progress()
+                        percent = self._con.query_progress()
                     except duckdb.Error:
                         return
                     if percent >= 0:
@@ -507,5 +527,6 @@ class BatchEngine:
         return {r: int(n) for r, n in rows}
 
     def close(self) -> None:
-        self.con.close()
+        if self._con is not None:
+            self._con.close()
 

@@ -272,22 +272,35 @@ def _gather(column: pa.ChunkedArray, rows: np.ndarray, found: np.ndarray) -> pa.
     return column.take(pa.array(rows, mask=~found))
 
 
-def lookup_features(con: duckdb.DuckDBPyConnection, ev: PreparedEvents, points: pa.Table
+def events_table(con: duckdb.DuckDBPyConnection, ev: PreparedEvents) -> pa.Table:
+    """The prepared events as :func:`lookup_features` reads them, from DuckDB.
+
+    Columns ``__k0..`` (the key), ``__t`` (event time, microseconds), ``__s`` (arrival) and
+    ``__v0..`` (the aggregated columns, sorted by name; see :func:`value_columns`).
+    """
+    select = [f"{q(k)} AS __k{i}" for i, k in enumerate(ev.key)]
+    select += [f"epoch_us({q(ev.event_time)}) AS __t", "__seq AS __s"]
+    select += [f"{q(c)} AS __v{i}" for i, c in enumerate(value_columns(ev.feature_set))]
+    return con.sql(f"SELECT {', '.join(select)} FROM {q(ev.table)}").to_arrow_table()
+
+
+def value_columns(fs: FeatureSet) -> list[str]:
+    """The columns the aggregates of ``fs`` read, in the order of ``events_table``'s ``__v``."""
+    return sorted({a.column for a in fs.aggregates if a.column})
+
+
+def lookup_features(fs: FeatureSet, key: list[str], events: pa.Table, points: pa.Table
                     ) -> tuple[dict[str, pa.Array | pa.ChunkedArray], int] | None:
-    """Features of ``ev`` at ``points`` (its key columns and ``__t``, microseconds, in order).
+    """Features of ``fs`` (keyed by ``key``) from ``events`` (as :func:`events_table` gives
+    them) at ``points`` (columns ``key`` and ``__t``, microseconds).
 
     Returns each aggregate's column (one value per query point) and the number of query
     points whose entity had no event at or before their time; None when the key types of the
     two sides differ.
     """
-    fs = ev.feature_set
-    columns = sorted({a.column for a in fs.aggregates if a.column})
-    select = [f"{q(k)} AS __k{i}" for i, k in enumerate(ev.key)]
-    select += [f"epoch_us({q(ev.event_time)}) AS __t", "__seq AS __s"]
-    select += [f"{q(c)} AS __v{i}" for i, c in enumerate(columns)]
-    events = con.sql(f"SELECT {', '.join(select)} FROM {q(ev.table)}").to_arrow_table()
-    numbered = _entities([events.column(f"__k{i}") for i in range(len(ev.key))],
-                         [points.column(k) for k in ev.key])
+    columns = value_columns(fs)
+    numbered = _entities([events.column(f"__k{i}") for i in range(len(key))],
+                         [points.column(k) for k in key])
     if numbered is None:
         return None
     ev_code, ev_ok, pt_code, pt_ok, entities = numbered

@@ -21,14 +21,16 @@ result's schema metadata says how many rows had no history per feature set.
 from __future__ import annotations
 
 import json
-from typing import Literal
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from evenflow.batch.engine import BatchEngine, LoadedSource, PreparedEvents
-from evenflow.batch.lookup import lookup_capable, lookup_features
+from evenflow.batch.lookup import events_table, lookup_capable, lookup_features, value_columns
 from evenflow.batch.training import _features_at_points
 from evenflow.core.features import FeatureSet
 from evenflow.core.pipeline import Pipeline
@@ -36,6 +38,13 @@ from evenflow.core.source import Source
 from evenflow.core.steps import Artifact
 from evenflow.errors import DefinitionError
 from evenflow.quality.validate import q
+
+if TYPE_CHECKING:
+    from evenflow.io.parquet_arrow import CleanParquet
+
+#: what the lookup needs of one feature set: the set, its key, and its events (a callable that
+#: reads them, as ``evenflow.batch.lookup.events_table`` gives them)
+_LookupSet = tuple[FeatureSet, list[str], Callable[[], pa.Table]]
 
 
 def features_at(points: Source, feature_sets: list[FeatureSet], *, time: str | None = None,
@@ -51,11 +60,20 @@ def features_at(points: Source, feature_sets: list[FeatureSet], *, time: str | N
     has only first/last over all history, no row expressions, no ``available_time``, and no
     knowledge time is before its row's time; the SQL plans otherwise. ``"lookup"``, ``"window"``
     and ``"join"`` force one (docs/decisions/0008-lookup-plan.md).
+
+    When the lookup plan answers and every source is a clean typed Parquet file (no record can
+    fail, as the files' metadata shows: ``evenflow.io.parquet_arrow``), the files are read
+    straight into Arrow and no DuckDB connection is opened, unless ``engine`` already has one
+    (docs/decisions/0009-lookup-without-duckdb.md). The result is the same either way.
     """
     pipeline = Pipeline(name="features_at", sources={points.name: points}, feature_sets=feature_sets)
     eng = engine or BatchEngine(pipeline, memory_limit=memory_limit, threads=threads)
-    loaded = eng.load_source(points.name)
     t_col = time or points.event_time
+    if plan in ("auto", "lookup") and t_col and not eng.connected:
+        result = _by_arrow(eng, points, feature_sets, t_col, knowledge_time, plan)
+        if result is not None:
+            return result
+    loaded = eng.load_source(points.name)
     if not t_col:
         raise DefinitionError("the query rows need a time column",
                               fix="pass time= or declare event_time on the points source")
@@ -115,19 +133,88 @@ def _by_lookup(eng: BatchEngine, loaded: LoadedSource, prepared: list[PreparedEv
     seq = rows.column("__s").to_numpy()
     if len(seq) > 1 and not bool((seq[1:] > seq[:-1]).all()):
         rows = rows.take(pa.array(np.argsort(seq, kind="stable")))
+    sets: list[_LookupSet] = [(ev.feature_set, ev.key, partial(events_table, eng.con, ev))
+                              for ev in prepared]
+    return _lookup_rows(eng, rows, fields, sets, knowledge_time, plan, how="")
+
+
+def _by_arrow(eng: BatchEngine, points: Source, feature_sets: list[FeatureSet], t_col: str,
+              knowledge_time: str | None, plan: str) -> pa.Table | None:
+    """The lookup plan on clean typed Parquet sources read straight into Arrow, without DuckDB.
+
+    None when anything would need DuckDB: a source that is not clean typed Parquet
+    (``evenflow.io.parquet_arrow``), steps, a feature set the lookup does not answer, or
+    anything the DuckDB path would reject with an error. That path then answers, or raises.
+    """
+    from evenflow.io.parquet_arrow import clean_parquet  # pyarrow.parquet: imported when needed
+
+    threads = eng.threads != 1
+    if eng.pipeline.sources.get(points.name) is not points:  # load_source reads the pipeline's
+        return None
+    query = clean_parquet(points, threads=threads)
+    if query is None:
+        return None
+    fields = query.schema.fields
+    for column in (t_col, knowledge_time):
+        if column and (column not in fields or fields[column].type != "timestamp"):
+            return None
+    sets: list[_LookupSet] = []
+    for fs in feature_sets:
+        source = eng.pipeline.sources.get(fs.source_name())
+        if source is None or fs.steps or not source.event_time:
+            return None
+        try:
+            key = eng.pipeline.key_of(fs)
+        except DefinitionError:
+            return None
+        events = clean_parquet(source, threads=threads)
+        if events is None or not lookup_capable(fs, source.available_time):
+            return None
+        if any(k not in events.schema.fields or k not in fields for k in key):
+            return None
+        if any(c not in events.schema.fields for c in value_columns(fs)):
+            return None
+        sets.append((fs, key, partial(_events_arrow, fs, key, events)))
+    with eng.stage(f"read {points.name} (Arrow)"):
+        rows = query.read(list(fields))
+        rows = rows.append_column("__t", pc.cast(rows.column(t_col), pa.int64()))
+        if knowledge_time:
+            rows = rows.append_column("__a", pc.cast(rows.column(knowledge_time), pa.int64()))
+    return _lookup_rows(eng, rows, list(fields), sets, knowledge_time, plan, how=" (Arrow)")
+
+
+def _events_arrow(fs: FeatureSet, key: list[str], events: CleanParquet) -> pa.Table:
+    """A clean source's events as ``evenflow.batch.lookup.events_table`` gives them from DuckDB."""
+    source = events.source
+    assert source.event_time is not None
+    values = value_columns(fs)
+    read = events.read(list(dict.fromkeys([*key, source.event_time, *values])))
+    columns = {f"__k{i}": read.column(k) for i, k in enumerate(key)}
+    columns["__t"] = pc.cast(read.column(source.event_time), pa.int64())
+    columns["__s"] = pa.array(np.arange(read.num_rows, dtype=np.int64))
+    columns.update({f"__v{i}": read.column(c) for i, c in enumerate(values)})
+    return pa.table(columns)
+
+
+def _lookup_rows(eng: BatchEngine, rows: pa.Table, fields: list[str], sets: list[_LookupSet],
+                 knowledge_time: str | None, plan: str, *, how: str) -> pa.Table | None:
+    """``rows`` (the valid query rows in input order: ``fields``, ``__t`` and, with a knowledge
+    time, ``__a``) with the columns of every set in ``sets`` by the lookup plan.
+
+    ``how`` names the read in the stages reported (" (Arrow)" when DuckDB was not used).
+    """
     # the lookup ignores a; exact only when no row's knowledge time is before its time
     if knowledge_time and pc.sum(pc.less(rows.column("__a"), rows.column("__t"))).as_py():
         if plan == "lookup":
             raise DefinitionError("the lookup plan cannot honour a knowledge time earlier than "
                                   "the observation time", fix="use plan='auto'")
         return None
-    points = rows.select([*dict.fromkeys(k for ev in prepared for k in ev.key), "__t"])
+    points = rows.select([*dict.fromkeys(k for _, key, _ in sets for k in key), "__t"])
     result = rows.select(fields)
     without: dict[str, int] = {}
-    for ev in prepared:
-        fs = ev.feature_set
-        with eng.stage(f"features {fs.name} at query rows"):
-            found = lookup_features(eng.con, ev, points)
+    for fs, key, events in sets:
+        with eng.stage(f"features {fs.name} at query rows{how}"):
+            found = lookup_features(fs, key, events(), points)
         if found is None:
             if plan == "lookup":
                 raise DefinitionError(f"feature set {fs.name!r}: the key types of the query rows "
