@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from evenflow.batch import compile as C
 from evenflow.batch.engine import BatchEngine, PreparedEvents
@@ -298,12 +299,12 @@ def _event_fit_where(pipeline: Pipeline, fs: FeatureSet, spec: TrainingSetSpec, 
     return where
 
 
-def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]
-                        ) -> tuple[str, int]:
-    """Features of ``ev`` at ``__points``: the table's name and the rows without history."""
+def _point_features_sql(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]
+                        ) -> tuple[str, bool]:
+    """SQL for the features of ``ev`` at ``__points`` (``__qid``, then one column per feature),
+    and whether it also gives ``__recent`` (``compile.join_sql``)."""
     fs = ev.feature_set
-    keys = ", ".join(q(k) for k in ev.key)
-    points = f"(SELECT __qid, {keys}, __t, __a FROM __points)"
+    points = _points_of(ev)
     # The window plan ignores a; it is exact when every event is known at its event time and
     # every query's knowledge time is at or after its valid time (then a excludes nothing).
     late_knowledge = eng.con.sql("SELECT count(*) FROM __points WHERE __a < __t").fetchall()[0][0]
@@ -317,13 +318,24 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
     stats = eng.point_stats(ev, points, longest=longest) if longest else None
     aggs_sql = eng.aggregates_sql(ev, points, chosen, stats=stats, recent=True)
     recent = "__recent" in eng.con.sql(f"SELECT * FROM ({aggs_sql}) LIMIT 0").columns
-    if fs.derived:
-        columns = {r[0] for r in eng.con.sql("DESCRIBE __points").fetchall()}
-        sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", fs.aggregates, fs.derived, [], columns,
-                            carry=["__recent"] if recent else [])
-    else:
-        sql = aggs_sql
-    table = f"__feat__{fs.name}"
+    if not fs.derived:
+        return aggs_sql, recent
+    columns = {r[0] for r in eng.con.sql("DESCRIBE __points").fetchall()}
+    return C.derived_sql(aggs_sql, "SELECT * FROM __points", fs.aggregates, fs.derived, [], columns,
+                         carry=["__recent"] if recent else []), recent
+
+
+def _points_of(ev: PreparedEvents) -> str:
+    keys = ", ".join(q(k) for k in ev.key)
+    return f"(SELECT __qid, {keys}, __t, __a FROM __points)"
+
+
+def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]
+                        ) -> tuple[str, int]:
+    """Features of ``ev`` at ``__points``: the table's name and the rows without history."""
+    sql, recent = _point_features_sql(eng, ev, plan)
+    points = _points_of(ev)
+    table = f"__feat__{ev.feature_set.name}"
     eng.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS {sql}")
     if not recent:
         return table, eng.rows_without_history(ev, points)
@@ -331,6 +343,28 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
     others = (f"(SELECT p.* FROM {points} AS p JOIN {q(table)} AS f USING (__qid) "
               "WHERE f.__recent = 0)")
     return table, eng.rows_without_history(ev, others, few=True)
+
+
+def _features_at_points_arrow(eng: BatchEngine, ev: PreparedEvents,
+                              plan: Literal["auto", "window", "join"]) -> tuple[pa.Table, int]:
+    """The same features as an Arrow table (``__qid`` and the features, rows in any order) with
+    the rows without history, for a caller that assembles its result outside DuckDB: nothing
+    is written to a table, and the points to look up are read off the result."""
+    sql, recent = _point_features_sql(eng, ev, plan)
+    points = _points_of(ev)
+    result = eng.con.sql(sql).to_arrow_table()
+    if not recent:
+        return result, eng.rows_without_history(ev, points)
+    # A point that joined an event at or before its time has history; look up only the others.
+    others = result.filter(pc.equal(result.column("__recent"), 0)).select(["__qid"])
+    name = f"__others__{ev.feature_set.name}"
+    eng.con.register(name, others)
+    try:
+        without = eng.rows_without_history(
+            ev, f"(SELECT p.* FROM {points} AS p SEMI JOIN {q(name)} AS o USING (__qid))", few=True)
+    finally:
+        eng.con.unregister(name)
+    return result.drop_columns(["__recent"]), without
 
 
 def _card(eng: BatchEngine, spec: TrainingSetSpec, pipeline: Pipeline, table: pa.Table,
