@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from evenflow.batch.engine import BatchEngine, LoadedSource, PreparedEvents
 from evenflow.batch.lookup import lookup_capable, lookup_features
-from evenflow.batch.training import _features_at_points_arrow
+from evenflow.batch.training import _features_at_points_arrow, int64_arrow, int64_numpy
 from evenflow.core.features import FeatureSet
 from evenflow.core.pipeline import Pipeline
 from evenflow.core.source import Source
@@ -87,10 +87,10 @@ def features_at(points: Source, feature_sets: list[FeatureSet], *, time: str | N
     # the query rows as Arrow, in input order; each feature set's columns are put in that order
     # by position (``_in_order``) rather than by a join and a sort in DuckDB
     rows = eng.con.sql(f"SELECT __qid, {', '.join(q(c) for c in fields)} FROM __points").to_arrow_table()
-    qid = rows.column("__qid").to_numpy()
+    qid = int64_numpy(rows.column("__qid"))
     if len(qid) > 1 and not bool((qid[1:] > qid[:-1]).all()):
-        rows = rows.take(pa.array(np.argsort(qid, kind="stable")))
-        qid = rows.column("__qid").to_numpy()
+        rows = rows.take(int64_arrow(np.argsort(qid, kind="stable")))
+        qid = int64_numpy(rows.column("__qid"))
     result, without = rows.select(fields), {}
     sql_plan: Literal["auto", "window", "join"] = "auto" if plan == "lookup" else plan
     for ev in prepared:
@@ -109,15 +109,16 @@ def _in_order(qid: np.ndarray, found: pa.Table) -> pa.Table:
     A feature query gives one row per query row, so this is a permutation, read off the ids by
     position; anything else takes a join and a sort.
     """
-    got = found.column("__qid").to_numpy()
+    got = int64_numpy(found.column("__qid"))
     ids = np.concatenate([got, qid])
     if len(got) == len(qid) and len(qid) and int(ids.min()) >= 0 and int(ids.max()) < 4 * len(qid) + 1024:
         where = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
         where[got] = np.arange(len(got))
         take = where[qid]
         if bool((take >= 0).all()) and np.array_equal(got[take], qid):
-            return found.take(pa.array(take))
-    joined = pa.table({"__qid": qid}).join(found, "__qid", join_type="left outer", use_threads=False)
+            return found.take(int64_arrow(take))
+    ids = pa.Table.from_arrays([int64_arrow(qid)], names=["__qid"])
+    joined = ids.join(found, "__qid", join_type="left outer", use_threads=False)
     return joined.sort_by("__qid")
 
 

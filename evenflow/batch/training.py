@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from evenflow.batch import compile as C
 from evenflow.batch.engine import BatchEngine, PreparedEvents
@@ -345,6 +345,24 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
     return table, eng.rows_without_history(ev, others, few=True)
 
 
+def int64_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """An int64 column as NumPy, read off its data buffer when it has no nulls.
+
+    pyarrow's own conversions (``to_numpy``, ``pa.array`` of NumPy) import pandas on first use,
+    a few hundred milliseconds that a result made of Arrow columns need not pay.
+    """
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if array.type != pa.int64() or array.null_count:
+        return np.asarray(array.to_numpy(zero_copy_only=False))
+    return np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array), offset=array.offset * 8)
+
+
+def int64_arrow(values: np.ndarray) -> pa.Array:
+    """NumPy int64 values as an Arrow array without nulls, sharing the buffer (see ``int64_numpy``)."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
 def _features_at_points_arrow(eng: BatchEngine, ev: PreparedEvents,
                               plan: Literal["auto", "window", "join"]) -> tuple[pa.Table, int]:
     """The same features as an Arrow table (``__qid`` and the features, rows in any order) with
@@ -356,7 +374,9 @@ def _features_at_points_arrow(eng: BatchEngine, ev: PreparedEvents,
     if not recent:
         return result, eng.rows_without_history(ev, points)
     # A point that joined an event at or before its time has history; look up only the others.
-    others = result.filter(pc.equal(result.column("__recent"), 0)).select(["__qid"])
+    qid = int64_numpy(result.column("__qid"))
+    others = pa.Table.from_arrays([int64_arrow(qid[int64_numpy(result.column("__recent")) == 0])],
+                                  names=["__qid"])
     name = f"__others__{ev.feature_set.name}"
     eng.con.register(name, others)
     try:
