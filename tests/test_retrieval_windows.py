@@ -1,8 +1,8 @@
 """``features_at`` with bounded windows: every SQL plan against the plain-Python reference.
 
-The result is assembled outside DuckDB (the query rows in input order, each feature set's
-columns put in that order by ``__qid``), and the bucketed join computes a mean as its sum over
-its count. Generated events have ties (one key, one time, several arrivals), nulls, events
+The bucketed join, the window plan and the plan the engine chooses must return every valid
+query row in input order with the same values and the same ``rows_without_history``, which the
+join counts from the points that joined no event. Generated events have ties (one key, one time, several arrivals), nulls, events
 exactly on window bounds and, in one variant, an ``available_time``; generated query rows
 repeat (key, time) pairs, sit on event times and on bounds, come before a key's first event,
 on keys with no events, and include an invalid row, so the ids of the valid ones have a gap.
@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-import numpy as np
 import pyarrow as pa
 import reference  # tests/reference.py: the tests directory is on the path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import evenflow as ef
-from evenflow.batch import compile as C
-from evenflow.batch.retrieval import _in_order, features_at
+from evenflow.batch.retrieval import features_at
 
 TS = pa.timestamp("us", tz="UTC")
 BASE = int(dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC).timestamp()) * 1_000_000
@@ -129,24 +127,3 @@ def test_two_feature_sets_and_a_row_expression():
         assert out.column("recent__count_20m").to_pylist() == [1, 3, 0, 0], plan
         assert out.column("recent__since_last").to_pylist() == [0.0, 0.0, None, None], plan
         assert out.schema.metadata[b"rows_without_history"] == b'{"card": 2, "recent": 2}', plan
-
-
-def test_in_order_puts_rows_by_id_and_falls_back_to_a_left_join():
-    found = pa.table({"__qid": pa.array([7, 2, 5], pa.int64()), "x": [70, 20, 50]})
-    qid = np.array([2, 5, 7])
-    assert _in_order(qid, found).to_pydict() == {"__qid": [2, 5, 7], "x": [20, 50, 70]}
-    # a query row without a feature row gets nulls, as a LEFT JOIN would give it
-    assert _in_order(np.array([2, 3, 5, 7]), found).column("x").to_pylist() == [20, None, 50, 70]
-    assert _in_order(np.array([2, 5]), found).column("x").to_pylist() == [20, 50]
-    big = pa.table({"__qid": pa.array([10**12], pa.int64()), "x": [1]})
-    assert _in_order(np.array([10**12]), big).column("x").to_pylist() == [1]
-
-
-def test_join_plan_mean_is_sum_over_count():
-    shape = C.EventsShape("ev", ["card"], "ts", None, ["amount"], frozenset({"amount"}))
-    sql = C.join_sql(shape, [ef.mean("amount", window="1h"), ef.sum("amount", window="1h")], "pts")
-    assert "avg(" not in sql and 'count(CAST(e."amount" AS DOUBLE))' in sql
-    assert "GROUP BY p.__qid " not in sql and sql.endswith("GROUP BY p.__qid")
-    assert sql.endswith("GROUP BY p.__qid, p.__t") is False
-    with_gap = C.join_sql(shape, [ef.since_last(), ef.count(window="1h")], "pts")
-    assert with_gap.endswith("GROUP BY p.__qid, p.__t")

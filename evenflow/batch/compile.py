@@ -176,23 +176,16 @@ def join_sql(ev: EventsShape, aggs: list[Aggregate], points: str | None, *,
             cond.append(f"e.__t > p.__t - {a.window_us}")
         if a.closed == "left":
             cond.append("e.__t < p.__t")
-        where = f" FILTER (WHERE {' AND '.join(cond)})" if cond else ""
-        if a.agg == "mean":
-            # DuckDB's avg of a DOUBLE is this sum divided by this count (null when empty); as
-            # two aggregates the sum is shared with a sum feature over the same window
-            col = f"CAST(e.{q(a.column or '')} AS DOUBLE)"
-            raw = f"(sum({col}){where} / count({col}){where})"
-        else:
-            raw = _agg_call(a, "e.", ints=ev.int_columns) + where
+        raw = _agg_call(a, "e.", ints=ev.int_columns)
+        if cond:
+            raw += f" FILTER (WHERE {' AND '.join(cond)})"
         selects.append(f"{_finish(a, raw, 'p.__t', ev.int_columns)} AS {q(a.name)}")
     if recent:
         selects.append("count(e.__ev) AS __recent")
     known = " AND e.__a <= p.__a" if bitemporal else ""
-    # __qid identifies the point; its time is only needed after the aggregates (since_last)
-    group = ", p.__t" if any(a.agg == "since_last" for a in aggs) else ""
     return (f"SELECT p.__qid, {', '.join(selects)} FROM {points_sql} AS p "
             f"LEFT JOIN ({events}) AS e ON {on} AND e.__t <= p.__t{known} "
-            f"GROUP BY p.__qid{group}")
+            f"GROUP BY p.__qid, p.__t")
 
 
 def point_stats_sql(ev: EventsShape, points: str, longest: int | None, *, events_every: int = 1,

@@ -29,7 +29,7 @@ import pyarrow.compute as pc
 
 from evenflow.batch.engine import BatchEngine, LoadedSource, PreparedEvents
 from evenflow.batch.lookup import lookup_capable, lookup_features
-from evenflow.batch.training import _features_at_points_arrow, int64_arrow, int64_numpy
+from evenflow.batch.training import _features_at_points
 from evenflow.core.features import FeatureSet
 from evenflow.core.pipeline import Pipeline
 from evenflow.core.source import Source
@@ -83,43 +83,18 @@ def features_at(points: Source, feature_sets: list[FeatureSet], *, time: str | N
     eng.con.execute(f"CREATE OR REPLACE TABLE __points AS SELECT *, __qid_ AS __qid, __t_ AS __t, "
                     f"{a_expr.replace('__t', '__t_')} AS __a FROM (SELECT *, __seq AS __qid_, "
                     f"epoch_us({q(t_col)}) AS __t_ FROM {q(loaded.table)})")
-    fields = list(loaded.schema.fields)
-    # the query rows as Arrow, in input order; each feature set's columns are put in that order
-    # by position (``_in_order``) rather than by a join and a sort in DuckDB
-    rows = eng.con.sql(f"SELECT __qid, {', '.join(q(c) for c in fields)} FROM __points").to_arrow_table()
-    qid = int64_numpy(rows.column("__qid"))
-    if len(qid) > 1 and not bool((qid[1:] > qid[:-1]).all()):
-        rows = rows.take(int64_arrow(np.argsort(qid, kind="stable")))
-        qid = int64_numpy(rows.column("__qid"))
-    result, without = rows.select(fields), {}
+    select = [f"p.{q(c)}" for c in loaded.schema.fields]
+    joins, without = "", {}
     sql_plan: Literal["auto", "window", "join"] = "auto" if plan == "lookup" else plan
-    for ev in prepared:
+    for i, ev in enumerate(prepared):
         fs = ev.feature_set
         with eng.stage(f"features {fs.name} at query rows"):
-            found, without[fs.name] = _features_at_points_arrow(eng, ev, sql_plan)
-        found = _in_order(qid, found)
-        for n in fs.feature_names:
-            result = result.append_column(f"{fs.name}__{n}", found.column(n))
+            table, without[fs.name] = _features_at_points(eng, ev, sql_plan)
+        select += [f"f{i}.{q(n)} AS {q(f'{fs.name}__{n}')}" for n in fs.feature_names]
+        joins += f" LEFT JOIN {q(table)} AS f{i} ON f{i}.__qid = p.__qid"
+    result = eng.con.sql(f"SELECT {', '.join(select)} FROM __points AS p{joins} "
+                         f"ORDER BY p.__qid").to_arrow_table()
     return _with_counts(result, without)
-
-
-def _in_order(qid: np.ndarray, found: pa.Table) -> pa.Table:
-    """``found``'s rows for the query rows ``qid`` (increasing), as a LEFT JOIN on ``__qid``.
-
-    A feature query gives one row per query row, so this is a permutation, read off the ids by
-    position; anything else takes a join and a sort.
-    """
-    got = int64_numpy(found.column("__qid"))
-    ids = np.concatenate([got, qid])
-    if len(got) == len(qid) and len(qid) and int(ids.min()) >= 0 and int(ids.max()) < 4 * len(qid) + 1024:
-        where = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
-        where[got] = np.arange(len(got))
-        take = where[qid]
-        if bool((take >= 0).all()) and np.array_equal(got[take], qid):
-            return found.take(int64_arrow(take))
-    ids = pa.Table.from_arrays([int64_arrow(qid)], names=["__qid"])
-    joined = ids.join(found, "__qid", join_type="left outer", use_threads=False)
-    return joined.sort_by("__qid")
 
 
 def _with_counts(result: pa.Table, without: dict[str, int]) -> pa.Table:

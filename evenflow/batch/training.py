@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import numpy as np
 import pyarrow as pa
 
 from evenflow.batch import compile as C
@@ -299,12 +298,12 @@ def _event_fit_where(pipeline: Pipeline, fs: FeatureSet, spec: TrainingSetSpec, 
     return where
 
 
-def _point_features_sql(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]
-                        ) -> tuple[str, bool]:
-    """SQL for the features of ``ev`` at ``__points`` (``__qid``, then one column per feature),
-    and whether it also gives ``__recent`` (``compile.join_sql``)."""
+def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]
+                        ) -> tuple[str, int]:
+    """Features of ``ev`` at ``__points``: the table's name and the rows without history."""
     fs = ev.feature_set
-    points = _points_of(ev)
+    keys = ", ".join(q(k) for k in ev.key)
+    points = f"(SELECT __qid, {keys}, __t, __a FROM __points)"
     # The window plan ignores a; it is exact when every event is known at its event time and
     # every query's knowledge time is at or after its valid time (then a excludes nothing).
     late_knowledge = eng.con.sql("SELECT count(*) FROM __points WHERE __a < __t").fetchall()[0][0]
@@ -318,24 +317,13 @@ def _point_features_sql(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
     stats = eng.point_stats(ev, points, longest=longest) if longest else None
     aggs_sql = eng.aggregates_sql(ev, points, chosen, stats=stats, recent=True)
     recent = "__recent" in eng.con.sql(f"SELECT * FROM ({aggs_sql}) LIMIT 0").columns
-    if not fs.derived:
-        return aggs_sql, recent
-    columns = {r[0] for r in eng.con.sql("DESCRIBE __points").fetchall()}
-    return C.derived_sql(aggs_sql, "SELECT * FROM __points", fs.aggregates, fs.derived, [], columns,
-                         carry=["__recent"] if recent else []), recent
-
-
-def _points_of(ev: PreparedEvents) -> str:
-    keys = ", ".join(q(k) for k in ev.key)
-    return f"(SELECT __qid, {keys}, __t, __a FROM __points)"
-
-
-def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["auto", "window", "join"]
-                        ) -> tuple[str, int]:
-    """Features of ``ev`` at ``__points``: the table's name and the rows without history."""
-    sql, recent = _point_features_sql(eng, ev, plan)
-    points = _points_of(ev)
-    table = f"__feat__{ev.feature_set.name}"
+    if fs.derived:
+        columns = {r[0] for r in eng.con.sql("DESCRIBE __points").fetchall()}
+        sql = C.derived_sql(aggs_sql, "SELECT * FROM __points", fs.aggregates, fs.derived, [], columns,
+                            carry=["__recent"] if recent else [])
+    else:
+        sql = aggs_sql
+    table = f"__feat__{fs.name}"
     eng.con.execute(f"CREATE OR REPLACE TABLE {q(table)} AS {sql}")
     if not recent:
         return table, eng.rows_without_history(ev, points)
@@ -343,48 +331,6 @@ def _features_at_points(eng: BatchEngine, ev: PreparedEvents, plan: Literal["aut
     others = (f"(SELECT p.* FROM {points} AS p JOIN {q(table)} AS f USING (__qid) "
               "WHERE f.__recent = 0)")
     return table, eng.rows_without_history(ev, others, few=True)
-
-
-def int64_numpy(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    """An int64 column as NumPy, read off its data buffer when it has no nulls.
-
-    pyarrow's own conversions (``to_numpy``, ``pa.array`` of NumPy) import pandas on first use,
-    a few hundred milliseconds that a result made of Arrow columns need not pay.
-    """
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    if array.type != pa.int64() or array.null_count:
-        return np.asarray(array.to_numpy(zero_copy_only=False))
-    return np.frombuffer(array.buffers()[1], dtype=np.int64, count=len(array), offset=array.offset * 8)
-
-
-def int64_arrow(values: np.ndarray) -> pa.Array:
-    """NumPy int64 values as an Arrow array without nulls, sharing the buffer (see ``int64_numpy``)."""
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
-
-
-def _features_at_points_arrow(eng: BatchEngine, ev: PreparedEvents,
-                              plan: Literal["auto", "window", "join"]) -> tuple[pa.Table, int]:
-    """The same features as an Arrow table (``__qid`` and the features, rows in any order) with
-    the rows without history, for a caller that assembles its result outside DuckDB: nothing
-    is written to a table, and the points to look up are read off the result."""
-    sql, recent = _point_features_sql(eng, ev, plan)
-    points = _points_of(ev)
-    result = eng.con.sql(sql).to_arrow_table()
-    if not recent:
-        return result, eng.rows_without_history(ev, points)
-    # A point that joined an event at or before its time has history; look up only the others.
-    qid = int64_numpy(result.column("__qid"))
-    others = pa.Table.from_arrays([int64_arrow(qid[int64_numpy(result.column("__recent")) == 0])],
-                                  names=["__qid"])
-    name = f"__others__{ev.feature_set.name}"
-    eng.con.register(name, others)
-    try:
-        without = eng.rows_without_history(
-            ev, f"(SELECT p.* FROM {points} AS p SEMI JOIN {q(name)} AS o USING (__qid))", few=True)
-    finally:
-        eng.con.unregister(name)
-    return result.drop_columns(["__recent"]), without
 
 
 def _card(eng: BatchEngine, spec: TrainingSetSpec, pipeline: Pipeline, table: pa.Table,
