@@ -2,10 +2,11 @@
 
 The bucketed join, the window plan and the plan the engine chooses must return every valid
 query row in input order with the same values and the same ``rows_without_history``, which the
-join counts from the points that joined no event. Generated events have ties (one key, one time, several arrivals), nulls, events
-exactly on window bounds and, in one variant, an ``available_time``; generated query rows
-repeat (key, time) pairs, sit on event times and on bounds, come before a key's first event,
-on keys with no events, and include an invalid row, so the ids of the valid ones have a gap.
+join counts from the points that joined no event. Generated events have ties (one key, one
+time, several arrivals), nulls, events exactly on window bounds and, in one variant, an
+``available_time``; generated query rows repeat (key, time) pairs, sit on event times and on
+bounds, come before a key's first event, on keys with no events, and include an invalid row,
+so the ids of the valid ones have a gap.
 """
 
 from __future__ import annotations
