@@ -663,3 +663,123 @@ def test_allowed_and_matches_find_the_same_rows_whatever_the_cardinality(duck: A
         got = {r[0] for r in duck.sql(f"SELECT __seq FROM {found} WHERE __f{i}").fetchall()}
         assert got == _value_rule_rows(values, ok), (case, i)
         assert 0 < len(got) < n
+
+
+# -- the failing rows carry the columns their rules read; the shortcuts agree with the long way ---
+
+def _mixed_rules() -> list[Any]:
+    return [ef.unique("k"), ef.unique("a", "b"), ef.allowed("s", ["pos", "atm"]), ef.matches("m", "[0-9]{2}"),
+            ef.rule("refund", "amount >= 0 or s == 'atm'"), ef.monotonic("x"),
+            ef.monotonic("y", strict=True, by="g", order_by="o")]
+
+
+def _mixed_table(duck: Any, n: int = 3000) -> None:
+    rng = random.Random(21)
+    k = [f"id{i}" if rng.random() > 0.004 else f"id{rng.randrange(max(i, 1))}" for i in range(n)]
+    stored = pa.table({  # noqa: F841
+        "__seq": list(range(n)), "k": k,
+        "a": [f"c{rng.randrange(50)}" for _ in range(n)], "b": [rng.randrange(80) for _ in range(n)],
+        "s": [rng.choice(["pos", "atm", "POS", None]) for _ in range(n)],
+        "m": [rng.choice(["12", "34", "1x", None]) for _ in range(n)],
+        "amount": [rng.choice([1.0, -1.0, None]) for _ in range(n)],
+        "x": [None if rng.random() < 0.05 else i - (rng.random() < 0.02) * 7 for i in range(n)],
+        "g": [f"g{i % 5}" for i in range(n)], "o": [rng.randrange(10_000) for _ in range(n)],
+        "y": [rng.randrange(1000) for _ in range(n)]})
+    duck.execute("CREATE OR REPLACE TABLE v AS SELECT * FROM stored")
+
+
+def _failures(duck: Any, rules: list[Any]) -> list[list[tuple[Any, ...]]]:
+    """Per rule: its failing rows, their helper text and the values of the rule's columns."""
+    from evenflow.verify.contracts import find_failures
+
+    found = find_failures(duck, "v", rules)
+    return [duck.sql(f"SELECT __seq, __w{i}{''.join(', ' + k for k in c.used_columns())} FROM {found} "
+                     f"WHERE __f{i} ORDER BY __seq").fetchall() for i, c in enumerate(rules)]
+
+
+def test_failing_rows_carry_the_values_their_rules_read(duck: Any) -> None:
+    """Each failing row holds, for every rule it fails, the table's values of that rule's columns
+    (what evidence and quarantine details show), read on the way instead of by a join."""
+    from evenflow.verify.contracts import find_failures
+
+    _mixed_table(duck)
+    rules = _mixed_rules()
+    found = find_failures(duck, "v", rules)
+    for i, c in enumerate(rules):
+        cols = c.used_columns()
+        got = duck.sql(f"SELECT __seq, {', '.join(cols)} FROM {found} WHERE __f{i} ORDER BY 1").fetchall()
+        want = duck.sql(f"SELECT __seq, {', '.join(cols)} FROM v WHERE __seq IN "
+                        f"(SELECT __seq FROM {found} WHERE __f{i}) ORDER BY 1").fetchall()
+        assert got == want and got, c.name
+
+
+def test_uniqueness_candidates_marked_in_the_shared_scan_or_compared_apart(
+        duck: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Few repeated hashes are marked in the shared scan; more than IN_LIST, or more than one row
+    in 8, take their own pass: the same failing rows, first records and carried values."""
+    import evenflow.verify.contracts as V
+
+    _mixed_table(duck)
+    rules = _mixed_rules()
+    fused = _failures(duck, rules)
+    monkeypatch.setattr(V, "IN_LIST", 0)  # an exact pass of its own per key
+    assert _failures(duck, rules) == fused
+    monkeypatch.setattr(V, "HASHES_PER_PASS", 700)  # several parts, still the same
+    assert _failures(duck, rules) == fused
+    for only in ([rules[0]], [rules[1]], rules[:2]):  # no scalar rule: the marks scan alone
+        monkeypatch.setattr(V, "IN_LIST", 1000)
+        alone = _failures(duck, only)
+        monkeypatch.setattr(V, "IN_LIST", 0)
+        assert _failures(duck, only) == alone and alone
+    repeats = _expected_repeats(duck.sql("SELECT k FROM v ORDER BY __seq").fetchnumpy()["k"].tolist())
+    assert {r[0]: int(r[1]) for r in fused[0]} == repeats and repeats
+
+
+def test_contracts_on_a_parquet_source_report_what_a_frame_source_does(tmp_path: Path) -> None:
+    """A typed Parquet source stays a scan (no copy): several row groups, nulls, failing values
+    only after the first 100,000 rows (the distinct-value sample), dataset measures that the
+    Parquet statistics answer. Verdicts, evidence, quarantine and kept rows equal a frame's."""
+    import pyarrow.parquet as pq
+
+    n = 150_000
+    rng = random.Random(8)
+    chan = [None if i % 97 == 0 else ("crypto" if i > 120_000 and i % 1001 == 0 else ["pos", "atm"][i % 2])
+            for i in range(n)]
+    merchant = [f"m{rng.randrange(30_000)}" if i < 140_000 or i % 5 else f"x{i}" for i in range(n)]
+    tid = [f"t{i}" if i % 40_000 != 39_999 else f"t{i - 30_000}" for i in range(n)]
+    amount = [None if i % 50 == 0 else (-2.0 if i % 10_007 == 3 and chan[i] != "atm" else 3.0) for i in range(n)]
+    table = pa.table({"transaction_id": tid, "card_id": [f"c{i % 700}" for i in range(n)],
+                      "ts": pa.array([T0 + dt.timedelta(seconds=i) for i in range(n)], pa.timestamp("us", tz="UTC")),
+                      "seq_no": [i if i % 33_333 else i - 5 for i in range(n)], "amount": amount,
+                      "channel": chan, "merchant_id": merchant})
+    path = tmp_path / "tx.parquet"
+    pq.write_table(table, path, row_group_size=40_000)
+    contracts = [ef.unique("transaction_id"), ef.unique("card_id", "ts"),
+                 ef.allowed("channel", ["pos", "atm"]), ef.matches("merchant_id", "m[0-9]+", severity="warn"),
+                 ef.matches("transaction_id", "t[0-9]+"), ef.rule("refund_at_atm", "amount >= 0 or channel == 'atm'"),
+                 ef.monotonic("seq_no", strict=True), ef.null_fraction("amount", le=0.05),
+                 ef.null_fraction("channel", le=0.001, severity="warn"),
+                 ef.freshness("ts", within="1d", reference=(T0 + dt.timedelta(seconds=n)).isoformat()),
+                 ef.row_count(ge=1000)]
+
+    def run(src: Any) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]], list[int]]:
+        fs = ef.FeatureSet("card", source=src, features=[ef.count(window="1h")])
+        engine = BatchEngine(ef.Pipeline(name="p", feature_sets=[fs]), memory_limit="1GB")
+        loaded = engine.load_source("tx")
+        q = engine.con.sql("SELECT record, reason, field, step, detail, payload FROM __quarantine "
+                           "ORDER BY record").fetchall()
+        kept = [r[0] for r in engine.con.sql(f'SELECT __seq FROM "{loaded.table}" ORDER BY 1').fetchall()]
+        return [r.as_dict() for r in loaded.contracts], q, kept
+
+    schema = ef.Schema(transaction_id=ef.String(), card_id=ef.String(), ts=ef.Timestamp(), seq_no=ef.Int(),
+                       amount=ef.Float(), channel=ef.String(), merchant_id=ef.String())
+    common: dict[str, Any] = {"name": "tx", "key": "card_id", "event_time": "ts", "contracts": contracts}
+    from_parquet = run(ef.source.parquet(str(path), schema=schema, **common))
+    from_frame = run(ef.source.frame(table, **common))
+    assert from_parquet == from_frame
+    results = {r["name"]: r for r in from_parquet[0]}
+    assert results["allowed_channel"]["failing_rows"] == len([c for c in chan if c == "crypto"]) > 0
+    assert results["matches_merchant_id"]["failing_rows"] == sum(m.startswith("x") for m in merchant) > 0
+    assert results["unique_transaction_id"]["failing_rows"] == 3
+    assert not results["null_fraction_channel"]["passed"] and results["freshness_ts"]["passed"]
+    assert all(r["evidence"] for r in from_parquet[0] if not r["passed"] and r["level"] == "row")

@@ -125,35 +125,69 @@ def _check_sql(con: duckdb.DuckDBPyConnection, table: str, c: Any, sql: str) -> 
                               ) from None
 
 
-def _long(items: list[tuple[int, str, str]], source: str, extra_where: str = "") -> str:
-    """(rule, flag, info) over ``source`` -> one row (__seq, __rule, __info) per failure."""
+def _long(items: list[tuple[int, str, str]], source: str, carry: list[str]) -> str:
+    """(rule, flag, info) over ``source`` -> one row (__seq, __rule, __info, *carry) per failure."""
     cases = ", ".join(f"CASE WHEN {flag} THEN {{'r': {i}, 'info': CAST({info} AS VARCHAR)}} END"
                       for i, flag, info in items)
-    where = " OR ".join(flag for _, flag, _ in items) + extra_where
-    return (f"SELECT __seq, x.r AS __rule, x.info AS __info FROM (SELECT __seq, unnest(list_filter("
-            f"[{cases}], lambda x: x IS NOT NULL)) AS x FROM {source} WHERE {where})")
+    where = " OR ".join(flag for _, flag, _ in items)
+    cols = "".join(f", {q(k)}" for k in carry)
+    return (f"SELECT __seq, __x.r AS __rule, __x.info AS __info{cols} FROM (SELECT __seq{cols}, "
+            f"unnest(list_filter([{cases}], lambda x: x IS NOT NULL)) AS __x FROM {source} WHERE {where})")
+
+
+def _insert(long: str, carry: list[str]) -> str:
+    """``INSERT INTO long`` naming the columns a statement fills (the others stay NULL)."""
+    return f"INSERT INTO {long} (__seq, __rule, __info{''.join(f', {q(k)}' for k in carry)}) "
+
+
+def _columns(rules: list[Any]) -> list[str]:
+    """The columns ``rules`` read, each once, in order."""
+    return list(dict.fromkeys(k for c in rules for k in c.used_columns()))
 
 
 def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) -> str:
-    """The failing rows of ``rules`` over ``table``: a temp table with ``__seq`` and, per rule
-    ``i``, a flag ``__f<i>`` and a helper text ``__w<i>`` (first record of a key, previous value).
+    """The failing rows of ``rules`` over ``table``: a temp table with ``__seq``, per rule ``i`` a
+    flag ``__f<i>`` and a helper text ``__w<i>`` (first record of a key, previous value), and the
+    columns the rules read (:meth:`used_columns`).
+
+    Each statement that finds failing rows keeps the columns their rules read as it goes, so the
+    failing rows' values need no second pass over ``table`` (which may be a Parquet scan). A row
+    carries the columns of every rule it fails; the others may be NULL.
 
     Scalar rules (allowed, matches, rule) share one scan. Each uniqueness contract sorts its
     keys' hashes; only when one repeats are rows compared by their keys (:func:`_unique`).
     Monotonic contracts with the same sequence share one window pass.
     """
     long = q(f"{table}__contract_long")
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {long} (__seq BIGINT, __rule INTEGER, __info VARCHAR)")
+    used = _columns(rules)
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {long} AS SELECT __seq, CAST(NULL AS INTEGER) AS __rule, "
+                f"CAST(NULL AS VARCHAR) AS __info{''.join(f', {q(k)}' for k in used)} FROM {q(table)} LIMIT 0")
     scalar = [(i, _flag(c), "NULL") for i, c in enumerate(rules) if not isinstance(c, Unique | Monotonic)]
     for i, flag, _ in scalar:
         _check_sql(con, table, rules[i], flag)
     scalar = _by_distinct_values(con, table, rules, scalar)
-    if scalar:
-        con.execute(f"INSERT INTO {long} {_long(scalar, q(table))}")
     uniques = [(i, c) for i, c in enumerate(rules) if isinstance(c, Unique)]
     rows = con.sql(f"SELECT count(*) FROM {q(table)}").fetchall()[0][0] if uniques else 0
+    # a uniqueness contract with few repeated hashes marks its candidate rows in the shared scan
+    # (rule number len(rules) + i, a literal IN list of hashes), then compares only those rows
+    fused: list[tuple[int, Unique]] = []
+    marks: list[tuple[int, str, str]] = []
     for i, c in uniques:
-        _unique(con, table, c, i, long, rows)
+        candidates = _unique(con, table, c, i, long, rows)
+        if candidates is not None:
+            fused.append((i, c))
+            nonnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in c.columns)
+            hashes = ", ".join(f"{h}::UBIGINT" for h in candidates.tolist())
+            marks.append((len(rules) + i, f"({nonnull} AND hash({', '.join(q(k) for k in c.columns)}) "
+                                          f"IN ({hashes}))", "NULL"))
+    if scalar or marks:
+        carry = _columns([*(rules[i] for i, _, _ in scalar), *(c for _, c in fused)])
+        con.execute(_insert(long, carry) + _long([*scalar, *marks], q(table), carry))
+    for i, c in fused:
+        cols = ", ".join(q(k) for k in c.columns)
+        con.execute(_insert(long, c.columns) + f"SELECT __seq, {i}, CAST(__first AS VARCHAR), {cols} FROM ("
+                    f"SELECT __seq, {cols}, min(__seq) OVER (PARTITION BY {cols}) AS __first FROM {long} "
+                    f"WHERE __rule = {len(rules) + i}) WHERE __seq <> __first")
     sequences: dict[tuple[tuple[str, ...], str | None], list[int]] = {}
     for i, c in enumerate(rules):
         if isinstance(c, Monotonic):
@@ -161,9 +195,11 @@ def find_failures(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any]) 
     for (by, order_by), members in sequences.items():
         _monotonic(con, table, [(i, rules[i]) for i in members], list(by), order_by, long)
     out = q(f"{table}__contract_failures")
-    flags = ", ".join(f"bool_or(__rule = {i}) AS __f{i}, "
-                      f"any_value(__info) FILTER (WHERE __rule = {i}) AS __w{i}" for i in range(len(rules)))
-    con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT __seq, {flags} FROM {long} GROUP BY __seq")
+    flags = ", ".join([*(f"bool_or(__rule = {i}) AS __f{i}, "
+                         f"any_value(__info) FILTER (WHERE __rule = {i}) AS __w{i}" for i in range(len(rules))),
+                       *(f"any_value({q(k)}) AS {q(k)}" for k in used)])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {out} AS SELECT __seq, {flags} FROM {long} "
+                f"WHERE __rule < {len(rules)} GROUP BY __seq")
     con.execute(f"DROP TABLE {long}")
     return out
 
@@ -242,32 +278,39 @@ def _by_distinct_values(con: duckdb.DuckDBPyConnection, table: str, rules: list[
 
 
 def _unique(con: duckdb.DuckDBPyConnection, table: str, c: Unique, i: int, long: str,
-            rows: int) -> None:
+            rows: int) -> np.ndarray | None:
     """Rows whose key an earlier row already had, with that earlier row's ``__seq``.
 
     The keys' hashes find the candidates (:func:`_repeated_hashes`): a clean key costs one scan
     and one sort. When few rows share a hash, only they are compared by their keys; when many
     do (a key that mostly repeats), one hash aggregate over all rows finds the repeated keys.
+    At most ``IN_LIST`` repeated hashes are returned instead, for the caller to mark their rows
+    in the shared scan of the scalar rules (which may read the key columns anyway) and compare
+    only those rows.
     """
     cols = ", ".join(q(k) for k in c.columns)
     _check_sql(con, table, c, cols)
     nonnull = " AND ".join(f"{q(k)} IS NOT NULL" for k in c.columns)
     candidates, hit = _repeated_hashes(con, table, cols, nonnull, rows)
     if not hit:
-        return
+        return None
+    if hit <= rows // 8 and len(candidates) <= IN_LIST:
+        return candidates
     if hit > rows // 8:
         repeated = q(f"{table}__repeated_{i}")
         on = " AND ".join(f"t.{q(k)} = d.{q(k)}" for k in c.columns)
         con.execute(f"CREATE OR REPLACE TEMP TABLE {repeated} AS SELECT {cols}, min(__seq) AS __first "
                     f"FROM {q(table)} WHERE {nonnull} GROUP BY ALL HAVING count(*) > 1")
-        con.execute(f"INSERT INTO {long} SELECT t.__seq, {i}, CAST(d.__first AS VARCHAR) "
+        con.execute(_insert(long, c.columns) + f"SELECT t.__seq, {i}, CAST(d.__first AS VARCHAR), "
+                    f"{', '.join(f't.{q(k)}' for k in c.columns)} "
                     f"FROM {q(table)} t JOIN {repeated} d ON {on} WHERE t.__seq <> d.__first")
         con.execute(f"DROP TABLE {repeated}")
-        return
-    con.execute(f"INSERT INTO {long} SELECT __seq, {i}, CAST(__first AS VARCHAR) FROM ("
-                f"SELECT __seq, min(__seq) OVER (PARTITION BY {cols}) AS __first FROM {q(table)} "
+        return None
+    con.execute(_insert(long, c.columns) + f"SELECT __seq, {i}, CAST(__first AS VARCHAR), {cols} FROM ("
+                f"SELECT __seq, {cols}, min(__seq) OVER (PARTITION BY {cols}) AS __first FROM {q(table)} "
                 f"WHERE {nonnull} AND hash({cols}) IN (SELECT unnest($1::UBIGINT[]))) "
                 f"WHERE __seq <> __first", [candidates.tolist()])
+    return None
 
 
 def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[int, Monotonic]],
@@ -284,7 +327,8 @@ def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[i
     for _, c in members:
         _check_sql(con, table, c, f"lag({q(c.column)}) OVER ({part}{order})")
     columns = list(dict.fromkeys(c.column for _, c in members))
-    cols = ", ".join(q(k) for k in columns)
+    carry = _columns([c for _, c in members])  # the columns, then the entity and order columns
+    cols = ", ".join(q(k) for k in carry)
     # the previous non-null value; a column without nulls takes the plain previous value, which
     # is the same and several times cheaper to find
     nulls = con.sql("SELECT " + ", ".join(f"count(*) > count({q(k)})" for k in columns)
@@ -297,14 +341,14 @@ def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[i
                      f"{_order(c)[0]} __p{i})", f"__p{i}") for i, c in members]
         source = f"(SELECT __seq, {cols}, {lags}{'' if sort else ', lag(__seq) OVER () AS __ps'} FROM {q(table)})"
         if sort:
-            con.execute(f"INSERT INTO {long} {_long(items, source)}")
+            con.execute(_insert(long, carry) + _long(items, source, carry))
             return
         trial = q(f"{table}__contract_seq")
         con.execute(f"CREATE OR REPLACE TEMP TABLE {trial} AS "
-                    f"SELECT * FROM ({_long([*items, (-1, '__ps > __seq', 'NULL')], source)})")
+                    f"SELECT * FROM ({_long([*items, (-1, '__ps > __seq', 'NULL')], source, carry)})")
         in_order = not con.sql(f"SELECT count(*) FROM {trial} WHERE __rule = -1").fetchall()[0][0]
         if in_order:
-            con.execute(f"INSERT INTO {long} SELECT * FROM {trial}")
+            con.execute(_insert(long, carry) + f"SELECT * FROM {trial}")
         con.execute(f"DROP TABLE {trial}")
         if in_order:
             return
@@ -312,7 +356,7 @@ def _monotonic(con: duckdb.DuckDBPyConnection, table: str, members: list[tuple[i
 
 def _dataset(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any], now: datetime
              ) -> list[ContractResult]:
-    """The dataset-level rules, measured by one aggregate query."""
+    """The dataset-level rules, measured by one query (a scalar subquery per measure)."""
     items = ["count(*)"]
     for c in rules:
         if isinstance(c, NullFraction):
@@ -320,7 +364,9 @@ def _dataset(con: duckdb.DuckDBPyConnection, table: str, rules: list[Any], now: 
         elif isinstance(c, Freshness):
             _check_sql(con, table, c, f"epoch_us({q(c.column)})")
             items.append(f"max({q(c.column)})")
-    values = con.sql(f"SELECT {', '.join(items)} FROM {q(table)}").fetchall()[0]
+    # one scalar subquery per measure: alone, a max (and a count without nulls) is answered from
+    # the Parquet statistics, while in one aggregate with the null counts it reads the column
+    values = con.sql("SELECT " + ", ".join(f"(SELECT {m} FROM {q(table)})" for m in items)).fetchall()[0]
     rows, results = int(values[0]), []
     it = iter(values[1:])  # the measured values, in the order of ``rules``
     for c in rules:
@@ -377,15 +423,10 @@ def evaluate_contracts(con: duckdb.DuckDBPyConnection, *, source: str, contracts
     row_rules = [c for c in contracts if c.level == "row"]
     results: dict[str, ContractResult] = {}
     if row_rules:
-        found = find_failures(con, table, row_rules)
+        # the failing rows with the columns their rules read, found without a second pass
+        failures = find_failures(con, table, row_rules)
         counts = con.sql("SELECT " + ", ".join(f"coalesce(count_if(__f{i}), 0)" for i in range(len(row_rules)))
-                         + f" FROM {found}").fetchall()[0]
-        # the failing rows with the columns the rules read: one join, then small queries
-        used = ", ".join(f"t.{q(k)}" for k in dict.fromkeys(k for c in row_rules for k in c.used_columns()))
-        failures = q(f"{table}__contract_rows")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE {failures} AS SELECT f.*{', ' + used if used else ''} "
-                    f"FROM {found} f JOIN {q(table)} t USING (__seq)")
-        con.execute(f"DROP TABLE {found}")
+                         + f" FROM {failures}").fetchall()[0]
         details = [_detail(c, i) for i, c in enumerate(row_rules)]
         for i, (c, n) in enumerate(zip(row_rules, counts, strict=True)):
             cols = ", ".join(f"f.{q(k)}" for k in c.used_columns())
