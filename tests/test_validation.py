@@ -424,3 +424,18 @@ def test_ndjson_with_a_malformed_line_quarantines_that_line(tmp_path: Path) -> N
     _engine, ev = prepare(source)
     assert ev.accounting() == {"source": "tx", "input": 3, "output": 2, "quarantined": 1, "duplicates": 0,
                                "reconciles": True}
+
+
+@pytest.mark.parametrize("name", ["__seq", "__t", "__anything"])
+def test_names_with_a_leading_double_underscore_are_refused(name: str) -> None:
+    """A declared field named like an engine column (``__seq``) was joined as if it were one and
+    multiplied the rows; such names are refused when the definition is built, with the fix."""
+    with pytest.raises(ef.errors.DefinitionError, match="reserved") as caught:
+        ef.Schema(card=ef.String(), ts=ef.Timestamp(), **{name: ef.Int()})
+    assert name in str(caught.value) and "rename it" in str(caught.value)
+    src = ef.source.ndjson("x.ndjson", name="tx", key="card", event_time="ts",
+                           schema=ef.Schema(card=ef.String(), ts=ef.Timestamp(), amount=ef.Float()))
+    with pytest.raises(ef.errors.DefinitionError, match="reserved") as caught:
+        ef.FeatureSet("card", source=src, features=[ef.count(window="1h", name=name)])
+    assert "name=" in str(caught.value)
+    ef.Schema(card=ef.String(), ts=ef.Timestamp(), _x=ef.Int(), x__y=ef.Int())   # one underscore is fine

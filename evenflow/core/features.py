@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag, field_validator, model_validator
 
 from evenflow.core.expr import Expr
+from evenflow.core.schema import reserved
 from evenflow.core.source import Source
 from evenflow.core.steps import StepType
 from evenflow.core.timeutil import format_duration, parse_duration
@@ -122,6 +123,7 @@ class FeatureSet(BaseModel):
     def _unique_names(self) -> FeatureSet:
         seen: set[str] = set()
         for feature in self.features:
+            reserved(feature.name, f"feature set {self.name!r}: feature", fix="give it a name= without the leading '__'")
             if feature.name in seen:
                 raise DefinitionError(f"feature set {self.name!r} defines {feature.name!r} twice",
                                       fix="give one of them another name=")

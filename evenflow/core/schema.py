@@ -12,7 +12,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from evenflow.errors import DefinitionError
 
 #: Reason codes written to quarantine, with a sentence for each that says what to do.
 REASONS: dict[str, str] = {
@@ -105,3 +107,28 @@ class Schema(BaseModel):
 
     def __contains__(self, name: object) -> bool:
         return name in self.fields
+
+    @model_validator(mode="after")
+    def _no_reserved_names(self) -> Schema:
+        for name in self.fields:
+            reserved(name, "field")
+        return self
+
+
+_RENAME = "rename it (for example in the file, or in a DuckDB view over it) to a name without the leading '__'"
+
+
+def reserved(name: str, what: str, fix: str = _RENAME) -> None:
+    """Refuse a user name that starts with ``__``: the engines' own columns (``__seq``, ``__t``,
+    ``__a`` ...) carry such names, and a user column with one would be joined as if it were theirs.
+
+    >>> try:
+    ...     reserved("__seq", "field")
+    ... except DefinitionError as exc:
+    ...     print(exc)
+    field '__seq': names that start with '__' are reserved for evenflow's own columns
+      fix: rename it (for example in the file, or in a DuckDB view over it) to a name without the leading '__'
+    """
+    if name.startswith("__"):
+        raise DefinitionError(f"{what} {name!r}: names that start with '__' are reserved for evenflow's own "
+                              "columns", fix=fix)
