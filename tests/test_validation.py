@@ -439,3 +439,15 @@ def test_names_with_a_leading_double_underscore_are_refused(name: str) -> None:
         ef.FeatureSet("card", source=src, features=[ef.count(window="1h", name=name)])
     assert "name=" in str(caught.value)
     ef.Schema(card=ef.String(), ts=ef.Timestamp(), _x=ef.Int(), x__y=ef.Int())   # one underscore is fine
+
+
+def test_a_feature_named_like_a_source_field_is_refused() -> None:
+    """Batch output kept the field and renamed the feature (``count_1h_1``); the stream's row
+    replaced the field with the feature. The pipeline now refuses the clash, with the fix."""
+    src = ef.source.ndjson("x.ndjson", name="tx", key="card", event_time="ts",
+                           schema=ef.Schema(card=ef.String(), ts=ef.Timestamp(), count_1h=ef.Int()))
+    fs = ef.FeatureSet("card", source=src, features=[ef.count(window="1h")])
+    with pytest.raises(ef.errors.DefinitionError, match="'count_1h' has the name of a field of source 'tx'"):
+        ef.Pipeline(name="p", feature_sets=[fs])
+    renamed = ef.FeatureSet("card", source=src, features=[ef.count(window="1h", name="count_1h_feature")])
+    assert ef.Pipeline(name="p", feature_sets=[renamed]).feature_sets[0].feature_names == ["count_1h_feature"]

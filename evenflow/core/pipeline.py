@@ -110,6 +110,14 @@ class Pipeline(BaseModel):
                 else:
                     register(ref.source, f"feature set {ref.name!r}")
                     sets.setdefault(ref.name, ref)
+        for fs in sets.values():
+            schema = sources[fs.source_name()].schema_
+            clash = [f.name for f in fs.features if schema is not None and f.name in schema.fields]
+            if clash:
+                # batch output would keep the field and rename the feature, the stream the reverse
+                raise DefinitionError(f"feature set {fs.name!r}: feature {clash[0]!r} has the name of a "
+                                      f"field of source {fs.source_name()!r}",
+                                      fix=f"give the feature another name=, e.g. name={clash[0] + '_feature'!r}")
         object.__setattr__(self, "sources", sources)
         object.__setattr__(self, "feature_sets", list(sets.values()))
         return self
