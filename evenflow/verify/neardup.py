@@ -37,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 
+from evenflow.core.steps.base import OnColumn
 from evenflow.errors import DefinitionError
 
 Unit = Literal["char", "word"]
@@ -481,7 +482,7 @@ def near_duplicates(texts: Sequence[Any], *, threshold: float = 0.8, shingle_siz
     return NearDuplicates(n, opts.threshold, group, edges, sims, candidates=len(cand), empty=empty)
 
 
-class NearDedup(BaseModel):
+class NearDedup(OnColumn):
     """Feature-set step: drop records whose ``column`` text is a near-duplicate of a kept record's.
 
     Records are visited by event time (``keep="first"``: earliest first, ties by arrival;
@@ -493,24 +494,13 @@ class NearDedup(BaseModel):
     'near_dedup:title'
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
     kind: Literal["near_dedup"] = "near_dedup"
-    column: str
     threshold: float = Field(0.8, gt=0, le=1)
     shingle: int = Field(5, ge=1)
     unit: Unit = "char"
     num_perm: int = Field(128, ge=2, le=1024)
     seed: int = 1
     keep: Literal["first", "last"] = "first"
-
-    def __init__(self, column: str | None = None, /, **data: Any) -> None:
-        if column is not None:
-            data["column"] = column
-        super().__init__(**data)
-
-    @property
-    def id(self) -> str:
-        return f"near_dedup:{self.column}"
 
     @property
     def learns(self) -> bool:

@@ -28,12 +28,14 @@ def _values(table: pa.Table, column: str) -> list[Any]:
     return [v for v in table.column(column).to_pylist() if v is not None]
 
 
-class _Step(BaseModel):
+class OnColumn(BaseModel):
+    """A step on one column, given positionally: ``Clip("amount", q=(0, 0.99))``; its id is
+    ``kind:column``. The fitted steps below and ``NearDedup`` share it."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
     kind: str
     column: str
 
-    # Every step takes its column positionally: ``Clip("amount", q=(0, 0.99))``.
     def __init__(self, column: str | None = None, /, **data: Any) -> None:
         if column is not None:
             data["column"] = column
@@ -43,6 +45,8 @@ class _Step(BaseModel):
     def id(self) -> str:
         return f"{self.kind}:{self.column}"
 
+
+class _Step(OnColumn):
     @property
     def learns(self) -> bool:
         return True
