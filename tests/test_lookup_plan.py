@@ -9,23 +9,18 @@ plan.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import numpy as np
 import pyarrow as pa
 import pytest
 import reference  # tests/reference.py: the tests directory is on the path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pit_rows import BASE, KEYS, STEP, TS, query_rows
 
 import evenflow as ef
 from evenflow.batch.lookup import AsOfIndex, lookup_capable
 from evenflow.batch.retrieval import features_at
 
-TS = pa.timestamp("us", tz="UTC")
-BASE = int(dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC).timestamp()) * 1_000_000
-STEP = 10 * 60 * 1_000_000
-KEYS = ["k1", "k2", "k3"]
 SETTINGS = settings(max_examples=60, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -47,17 +42,6 @@ def feature_rows(draw) -> list[dict]:
         base += [dict(base[i]) for i in draw(st.lists(st.integers(0, len(base) - 1), max_size=4))]
     rows = draw(st.permutations(base))
     return [dict(e, seq=i) for i, e in enumerate(rows)]
-
-
-@st.composite
-def query_rows(draw) -> list[dict]:
-    rows = draw(st.lists(st.fixed_dictionaries({
-        "card": st.sampled_from([*KEYS, "k_none"]),
-        "t": st.tuples(st.integers(-1, 13), st.sampled_from([0, 0, 1, -1])).map(
-            lambda p: BASE + p[0] * STEP + p[1]),
-    }), min_size=1, max_size=20))
-    # repeated (key, time) rows
-    return rows + [dict(rows[i]) for i in draw(st.lists(st.integers(0, len(rows) - 1), max_size=3))]
 
 
 def _events(rows: list[dict]) -> ef.Source:

@@ -11,20 +11,15 @@ so the ids of the valid ones have a gap.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pyarrow as pa
 import reference  # tests/reference.py: the tests directory is on the path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pit_rows import BASE, KEYS, STEP, TS, query_rows
 
 import evenflow as ef
 from evenflow.batch.retrieval import features_at
 
-TS = pa.timestamp("us", tz="UTC")
-BASE = int(dt.datetime(2026, 3, 2, 8, tzinfo=dt.UTC).timestamp()) * 1_000_000
-STEP = 10 * 60 * 1_000_000  # 10 minutes: windows of 20 min and 1h end exactly on event times
-KEYS = ["k1", "k2", "k3"]
 SETTINGS = settings(max_examples=40, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -46,16 +41,6 @@ def event_rows(draw) -> list[dict]:
         "qty": st.one_of(st.none(), st.integers(-5, 5)),
     }), min_size=0, max_size=30))
     return [dict(e, seq=i, available_time=e["event_time"] + e["delay"]) for i, e in enumerate(rows)]
-
-
-@st.composite
-def query_rows(draw) -> list[dict]:
-    rows = draw(st.lists(st.fixed_dictionaries({
-        "card": st.sampled_from([*KEYS, "k_none"]),
-        "t": st.tuples(st.integers(-1, 13), st.sampled_from([0, 0, 1, -1])).map(
-            lambda p: BASE + p[0] * STEP + p[1]),
-    }), min_size=1, max_size=20))
-    return rows + [dict(rows[i]) for i in draw(st.lists(st.integers(0, len(rows) - 1), max_size=3))]
 
 
 def _events(rows: list[dict], bitemporal: bool) -> ef.Source:
