@@ -86,8 +86,7 @@ class Expr:
         return cls(ast.unparse(tree), tree)
 
     def columns(self) -> set[str]:
-        funcs = {id(n.func) for n in ast.walk(self.tree) if isinstance(n, ast.Call)}
-        return {n.id for n in ast.walk(self.tree) if isinstance(n, ast.Name) and id(n) not in funcs}
+        return _columns(self.tree)
 
     def to_sql(self, rename: Mapping[str, str] | None = None) -> str:
         """SQL text; ``rename`` maps a name to the SQL that stands for it (``a."x"``)."""
@@ -103,6 +102,12 @@ class Expr:
 
     def evaluate(self, record: Mapping[str, Any]) -> Any:
         return _eval(self.tree, record)
+
+
+def _columns(node: ast.expr) -> set[str]:
+    """The field and aggregate names a tree reads (a function's own name is not one)."""
+    funcs = {id(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and id(n) not in funcs}
 
 
 def _check(node: ast.AST, text: str) -> None:
@@ -194,8 +199,7 @@ def _compile(node: ast.expr) -> Callable[[Mapping[str, Any]], Any]:
     (the same operands are evaluated, in the same order), so a record costs one call instead of
     one closure call per node. ``tests/test_expr.py`` checks it against ``_eval``.
     """
-    funcs = {id(n.func) for n in ast.walk(node) if isinstance(n, ast.Call)}
-    names = sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name) and id(n) not in funcs})
+    names = sorted(_columns(node))
     scope: dict[str, Any] = {"_three_valued": _three_valued}
     counter = iter(range(1 << 30))
 

@@ -211,27 +211,28 @@ def _constraints(name: str, field: Any) -> list[Rule]:
 
     if field.type in ("int", "float"):
         # NaN sorts above every number in DuckDB, so it breaks le/lt bounds there; the same here.
-        for op, word, test in (("ge", "below ge", "value < bound"), ("gt", "not above gt", "value <= bound"),
-                               ("le", "above le", "value > bound or value != value"),
-                               ("lt", "not below lt", "value >= bound or value != value")):
+        for op, word, test in (("ge", "below ge", "value < {bound}"), ("gt", "not above gt", "value <= {bound}"),
+                               ("le", "above le", "value > {bound} or value != value"),
+                               ("lt", "not below lt", "value >= {bound} or value != value")):
             bound = getattr(field, op)
             if bound is not None:
                 rule(test, {"bound": bound}, "out_of_range", partial(_range_detail, name, word, bound))
     if field.allowed:
         allowed = set(field.allowed) | {as_text(a) for a in field.allowed}
-        rule("value not in allowed and as_text(value) not in allowed", {"allowed": allowed, "as_text": as_text},
+        rule("value not in {allowed} and as_text(value) not in {allowed}", {"allowed": allowed},
              "not_allowed", lambda v: f"{name}={as_text(v)} is not one of {field.allowed}")
     regex = getattr(field, "regex", None)
     if regex:
-        rule("fullmatch(value) is None", {"fullmatch": re.compile(regex).fullmatch}, "regex",
+        rule("{fullmatch}(value) is None", {"fullmatch": re.compile(regex).fullmatch}, "regex",
              lambda v: f"{name}={v} does not match {regex}")
     return rules
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One rule of a field: ``test`` is Python over ``value`` (and the names in ``scope``), true
-    when the value fails; ``failure`` gives the quarantine reason, field and detail."""
+    """One rule of a field: ``test`` is Python over ``value`` (and ``as_text``), with ``{name}``
+    for each entry of ``scope``, true when the value fails; ``failure`` gives the quarantine
+    reason, field and detail."""
 
     test: str
     scope: dict[str, Any]
@@ -271,11 +272,9 @@ def _generate(fields: Sequence[tuple[str, str, bool, Callable[[Any], tuple[Any, 
                   f"{body}    return None, ({reason}, {name!r}, {name + '='!r} + as_text(raw) + "
                   f"{' is not a valid ' + kind!r})"]
         for j, rule in enumerate(rules):
-            names = {k: f"r{i}_{j}_{k}" for k in rule.scope}
-            test = rule.test
-            for k, alias in names.items():
-                test = re.sub(rf"\b{k}\b", alias, test)
-                scope[alias] = rule.scope[k]
+            aliases = {k: f"r{i}_{j}_{k}" for k in rule.scope}
+            scope.update({aliases[k]: v for k, v in rule.scope.items()})
+            test = rule.test.format(**aliases)
             scope[f"fail{i}_{j}"] = rule.failure
             lines += [f"        if {test}:", f"            return None, fail{i}_{j}(value)"]
         lines.append(f"        typed[{name!r}] = value")
